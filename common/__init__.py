@@ -1,0 +1,1 @@
+"""Shared, method-agnostic core: ops, genotypes, data, evaluation networks and protocol, utilities."""

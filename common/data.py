@@ -1,0 +1,251 @@
+"""Datasets, transforms, the DARTS search split and loaders.
+
+`cifar10`, `cifar100`, `svhn` come through torchvision (downloaded only with
+`--download`); `imagenet` and `imagefolder` read `DIR/train/<class>/*` and
+`DIR/val/<class>/*`; `synthetic` is generated in memory, offline and
+deterministic: the default data of smoke runs and tests.
+"""
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchvision.transforms import v2
+
+from common.utils import die, rank, world_size
+
+DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "imagefolder", "synthetic")
+MEAN_STD = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "synthetic": ((0.45, 0.45, 0.45), (0.25, 0.25, 0.25)),
+}
+SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_CLASSES = 10000, 2000, 10
+
+
+def add_data_args(parser, search=False):
+    """The data flags every script shares (DARTS names)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default="cifar10", choices=DATASETS)
+    g.add_argument("--data", default="~/data", help="folder holding (or receiving) the dataset")
+    g.add_argument("--download", action="store_true", help="download CIFAR/SVHN into --data if missing")
+    g.add_argument("--subset", type=int, default=None, help="use only the first N training images")
+    g.add_argument("--image_size", type=int, default=None,
+                   help="synthetic images (default 32) or the crop of imagefolder data (default 224)")
+    g.add_argument("--workers", type=int, default=2, help="data loading processes")
+    g.add_argument("--cutout", action=argparse.BooleanOptionalAction, default=False, help="cutout augmentation")
+    g.add_argument("--cutout_length", type=int, default=16, help="cutout length")
+    if search:
+        g.add_argument("--train_portion", type=float, default=0.5,
+                       help="part of the training set that trains the weights; the rest trains the architecture")
+        g.add_argument("--imagenet_fractions", type=float, nargs=2, default=(0.1, 0.025),
+                       metavar=("TRAIN", "VALID"),
+                       help="per-class fractions of ImageNet's training set used for search (PC-DARTS)")
+    return g
+
+
+def is_imagenet_like(dataset):
+    return dataset in ("imagenet", "imagefolder")
+
+
+# ---------------------------------------------------------------- synthetic data
+
+_PALETTE = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.8, 0.2], [0.2, 0.3, 0.9], [0.9, 0.8, 0.1]])
+
+
+def _draw(g, n, size, shape, colour, orient, freq, radius):
+    """Masks [n, 1, H, W] and striped colours [n, 3, H, W] of one object per image."""
+    def rand():  # one uniform draw per image, shaped to broadcast over [n, H, W]
+        return torch.rand(n, generator=g).view(n, 1, 1)
+
+    lin = torch.linspace(-1, 1, size)
+    yy, xx = lin.view(1, -1, 1), lin.view(1, 1, -1)
+    cx, cy = rand() * 1.2 - 0.6, rand() * 1.2 - 0.6
+    r, rot = radius[0] + (radius[1] - radius[0]) * rand(), rand() * 2 * math.pi
+    u = ((xx - cx) * rot.cos() + (yy - cy) * rot.sin()) / r
+    v = (-(xx - cx) * rot.sin() + (yy - cy) * rot.cos()) / r
+    rho = (u ** 2 + v ** 2).sqrt()
+    masks = torch.stack([
+        rho < 1,  # disk
+        torch.maximum(u.abs(), v.abs()) < 0.8,  # square
+        (v > -0.5) & (v + 3 ** 0.5 * u < 1) & (v - 3 ** 0.5 * u < 1),  # triangle
+        ((u.abs() < 0.3) & (v.abs() < 0.9)) | ((v.abs() < 0.3) & (u.abs() < 0.9)),  # cross
+        (rho > 0.55) & (rho < 0.95),  # ring
+    ], 1).float()
+    mask = masks[torch.arange(n), shape].unsqueeze(1)
+    phi = (orient * math.pi / 3).view(-1, 1, 1) + (rand() - 0.5) * 0.4
+    f = (1.5 + 0.5 * freq.float()).view(-1, 1, 1)
+    stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * f * (xx * phi.cos() + yy * phi.sin()) + rand() * 6.3)
+    tint = _PALETTE[colour] + 0.3 * (torch.rand(n, 3, generator=g) - 0.5)
+    fg = tint.view(n, 3, 1, 1) * (0.5 + 0.5 * rand().unsqueeze(1)) * (0.4 + 0.6 * stripes.unsqueeze(1))
+    return mask, fg
+
+
+def make_synthetic(n, image_size=32, num_classes=SYNTHETIC_CLASSES, seed=0, chunk=1000):
+    """`n` uint8 images [n, 3, H, W] and labels. A class is a combination of a shape (5), a
+    colour (4), a stripe orientation (3) and a stripe frequency (7), so no single cue names it.
+    Position, size, rotation, brightness and background vary; a smaller distractor object with
+    random attributes sits behind the main one; Gaussian pixel noise covers everything.
+    Images come in seeded chunks, so the first k images are the same whatever `n` is."""
+    xs, ys = [], []
+    for start in range(0, n, chunk):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + start)
+        m = chunk
+        y = torch.randperm(m, generator=g) % num_classes
+        img = (0.1 + 0.5 * torch.rand(m, 3, generator=g)).view(m, 3, 1, 1).expand(m, 3, image_size, image_size)
+        other = torch.randint(420, (m,), generator=g)
+        for c, radius in ((other, (0.25, 0.4)), (y, (0.4, 0.7))):
+            mask, fg = _draw(g, m, image_size, c % 5, c % 4, c % 3, c % 7, radius)
+            img = mask * fg + (1 - mask) * img
+        img = img + 0.15 * torch.randn(m, 3, image_size, image_size, generator=g)
+        xs.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+        ys.append(y)
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+class SyntheticDataset(Dataset):
+    """The built-in data: 10,000 training and 2,000 test images of 10 classes."""
+
+    def __init__(self, train, image_size=32, transform=None, limit=None):
+        n = SYNTHETIC_TRAIN if train else SYNTHETIC_TEST
+        self.data, targets = make_synthetic(min(n, limit or n), image_size, seed=0 if train else 1)
+        self.targets = targets.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        x = self.data[i]
+        return (self.transform(x) if self.transform else x), self.targets[i]
+
+
+# ---------------------------------------------------------------- transforms
+
+class Cutout:
+    """Zero one `length` x `length` square at a random centre (DeVries & Taylor, 2017)."""
+
+    def __init__(self, length):
+        self.length = length
+
+    def __call__(self, img):
+        h, w = img.shape[-2:]
+        cy, cx = torch.randint(h, ()).item(), torch.randint(w, ()).item()
+        y0, y1 = max(cy - self.length // 2, 0), min(cy + self.length // 2, h)
+        x0, x1 = max(cx - self.length // 2, 0), min(cx + self.length // 2, w)
+        img = img.clone()
+        img[..., y0:y1, x0:x1] = 0
+        return img
+
+
+def transforms(dataset, train, cutout_length=0, image_size=None):
+    """DARTS transforms. CIFAR-like: random crop (padding 4), flip; ImageNet-like: random resized
+    crop, flip, colour jitter; evaluation: resize 256 / centre crop 224. Cutout after normalising."""
+    mean, std = MEAN_STD["imagenet" if is_imagenet_like(dataset) else dataset]
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if is_imagenet_like(dataset):
+        size = image_size or 224
+        if train:
+            aug = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(),
+                   v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
+        else:
+            aug = [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
+    else:
+        size = image_size or 32
+        aug = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if train else []
+    extra = [Cutout(cutout_length)] if train and cutout_length > 0 else []
+    return v2.Compose([v2.ToImage()] + aug + to_float + extra)
+
+
+# ---------------------------------------------------------------- datasets
+
+def num_classes(dataset, root=None):
+    if dataset == "imagefolder":
+        return len([d for d in (Path(root).expanduser() / "train").iterdir() if d.is_dir()])
+    return {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "synthetic": SYNTHETIC_CLASSES}[dataset]
+
+
+def get_dataset(args, train, transform):
+    """The training (`train=True`) or test split of `args.dataset`, or one clear error."""
+    root = Path(args.data).expanduser()
+    name = args.dataset
+    if name == "synthetic":
+        return SyntheticDataset(train, args.image_size or 32, transform, args.subset if train else None)
+    if is_imagenet_like(name):
+        folder = root / ("train" if train else "val")
+        if not folder.is_dir():
+            die(f"{name}: no folder {folder}. Put the images in {root}/train/<class>/* and "
+                f"{root}/val/<class>/* (ImageNet: the ILSVRC-2012 train and val sets, val sorted "
+                "into class folders) and pass --data " + str(root))
+        return torchvision.datasets.ImageFolder(str(folder), transform)
+    try:
+        if name == "svhn":
+            return torchvision.datasets.SVHN(str(root), split="train" if train else "test",
+                                             transform=transform, download=args.download)
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        return cls(str(root), train=train, transform=transform, download=args.download)
+    except RuntimeError:
+        die(f"{name} not found in {root}. Pass --download to fetch it there (needs internet), "
+            f"or --data DIR for a folder that already holds it.")
+
+
+def class_fraction_split(targets, fractions, seed=0):
+    """Per class, disjoint random samples of the given fractions of its images (the PC-DARTS
+    ImageNet search subsets: 10% for the weights, 2.5% for the architecture)."""
+    targets = torch.as_tensor(targets)
+    g = torch.Generator().manual_seed(seed)
+    parts = [[] for _ in fractions]
+    for c in targets.unique():
+        idx = (targets == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        start = 0
+        for part, frac in zip(parts, fractions):
+            k = max(1, int(len(idx) * frac))
+            part += idx[start:start + k].tolist()
+            start += k
+    return [sorted(p) for p in parts]
+
+
+def _limit(ds, subset):
+    return Subset(ds, range(min(subset, len(ds)))) if subset else ds
+
+
+def make_loader(ds, batch_size, train, workers, seed=0):
+    """A loader whose order depends only on (seed, epoch), split across ranks under torchrun.
+    Call `loader.sampler.set_epoch(epoch)` before each epoch."""
+    ws = world_size()
+    sampler = DistributedSampler(ds, num_replicas=ws, rank=rank(), shuffle=train, seed=seed, drop_last=False)
+    return DataLoader(ds, batch_size=max(1, batch_size // ws), sampler=sampler, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=False)
+
+
+def search_loaders(args):
+    """The DARTS search split of the training set: (weights loader, architecture loader, classes).
+    ImageNet-like data use the PC-DARTS per-class subsets instead of a portion."""
+    ds = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
+                                            args.image_size))
+    ds = _limit(ds, args.subset)
+    if is_imagenet_like(args.dataset):
+        targets = ds.targets if not isinstance(ds, Subset) else [ds.dataset.targets[i] for i in ds.indices]
+        train_idx, valid_idx = class_fraction_split(targets, args.imagenet_fractions, args.seed)
+    else:
+        split = int(math.floor(args.train_portion * len(ds)))
+        train_idx, valid_idx = range(split), range(split, len(ds))
+    train = make_loader(Subset(ds, train_idx), args.batch_size, True, args.workers, args.seed)
+    valid = make_loader(Subset(ds, valid_idx), args.batch_size, True, args.workers, args.seed + 1)
+    return train, valid, num_classes(args.dataset, args.data)
+
+
+def eval_loaders(args):
+    """(training set loader, test set loader, classes) for training from scratch. The test loader
+    takes batches of at least 256: evaluation does not depend on the batch, and it is faster."""
+    train = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
+                                               args.image_size))
+    test = get_dataset(args, False, transforms(args.dataset, False, 0, args.image_size))
+    return (make_loader(_limit(train, args.subset), args.batch_size, True, args.workers, args.seed),
+            make_loader(test, max(args.batch_size, 256), False, args.workers),
+            num_classes(args.dataset, args.data))

@@ -1,0 +1,417 @@
+"""One genotype type for all five methods, its JSON form, the DARTS text form, DOT export.
+
+A cell is a list of intermediate nodes; a node is a list of (op, input) pairs
+and sums their outputs. States are numbered as in DARTS: the cell inputs first
+(0 and 1; NAS-Bench-201 cells have the single input 0), then the nodes. This
+covers every method's output:
+
+- DARTS style: two pairs per node (MSG-DAS, EnTranNAS, DARTS-PT, DARTS-PD);
+- flexible topology: any number of pairs per node (EnTranNAS-DST, D-DARTS);
+- several ops on one edge: pairs with the same input (D-DARTS edge parsing);
+- one cell per layer with the reduction positions (D-DARTS): `Genotype.cells`;
+- NAS-Bench-201 cells (DARTS-PT): a single-input cell whose output is its last node.
+
+Usage: python -m common.genotypes show ARCH [--dataset cifar10] [--layers L] [--init_channels C] [--dot FILE]
+"""
+import argparse
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.operations import NB201_OPS, OPS
+
+
+class GenotypeError(ValueError):
+    """A genotype that cannot be read or is not valid."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    nodes: tuple  # nodes[i] = ((op, input), ...) for the state num_inputs + i
+    concat: tuple  # the states whose concatenation is the cell output
+    num_inputs: int = 2
+
+    @property
+    def num_states(self):
+        return self.num_inputs + len(self.nodes)
+
+    def pairs(self):
+        """(node index, op, input) for every op of the cell, in order."""
+        return [(i, op, j) for i, node in enumerate(self.nodes) for op, j in node]
+
+    def validate(self, known_ops, where="cell"):
+        if not self.nodes:
+            raise GenotypeError(f"{where}: no nodes")
+        for i, node in enumerate(self.nodes):
+            state = self.num_inputs + i
+            if not node:
+                raise GenotypeError(f"{where}: node {state} has no input")
+            for op, j in node:
+                if op not in known_ops:
+                    raise GenotypeError(f"{where}: unknown op {op!r} at node {state}; known ops: "
+                                        f"{', '.join(sorted(known_ops))}")
+                if not isinstance(j, int) or not 0 <= j < state:
+                    raise GenotypeError(f"{where}: node {state} takes input {j!r}; it must be a state "
+                                        f"before it (0..{state - 1})")
+        if not self.concat or any(not 0 <= c < self.num_states for c in self.concat):
+            raise GenotypeError(f"{where}: concat {list(self.concat)} must name states "
+                                f"0..{self.num_states - 1}")
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """Either `normal` + `reduce` (shared cells), `cells` + `reductions` (one cell per
+    layer), or `normal` alone with `num_inputs == 1` (a NAS-Bench-201 cell)."""
+    normal: Cell = None
+    reduce: Cell = None
+    cells: tuple = ()
+    reductions: tuple = ()
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def kind(self):
+        if self.cells:
+            return "per_cell"
+        if self.normal is not None and self.normal.num_inputs == 1:
+            return "nb201"
+        return "darts"
+
+    def named_cells(self):
+        if self.kind == "per_cell":
+            return [(f"cell_{i}" + ("_reduce" if i in self.reductions else ""), c)
+                    for i, c in enumerate(self.cells)]
+        if self.kind == "nb201":
+            return [("cell", self.normal)]
+        return [("normal", self.normal), ("reduce", self.reduce)]
+
+    def validate(self):
+        known = NB201_OPS if self.kind == "nb201" else OPS
+        if self.kind == "darts" and (self.normal is None or self.reduce is None):
+            raise GenotypeError("a genotype needs a normal and a reduce cell (or per-layer cells)")
+        for name, cell in self.named_cells():
+            cell.validate(known, name)
+        if self.kind == "per_cell":
+            r = list(self.reductions)
+            if r != sorted(set(r)) or any(not 0 <= i < len(self.cells) for i in r):
+                raise GenotypeError(f"reduction positions {r} must be distinct, increasing layer "
+                                    f"indices in 0..{len(self.cells) - 1}")
+        return self
+
+    def layout(self, layers):
+        """(cell, is_reduction) for each of `layers` layers of an evaluation network."""
+        if self.kind == "per_cell":
+            if layers != len(self.cells):
+                raise GenotypeError(f"this genotype has {len(self.cells)} cells, not {layers}; "
+                                    "pass --layers equal to its number of cells")
+            return [(c, i in self.reductions) for i, c in enumerate(self.cells)]
+        reductions = (layers // 3, 2 * layers // 3)
+        return [(self.reduce if i in reductions else self.normal, i in reductions) for i in range(layers)]
+
+    def __str__(self):
+        if self.kind == "nb201":
+            return to_nb201_string(self.normal)
+        if self.kind == "darts" and all(len(n) == 2 for c in (self.normal, self.reduce) for n in c.nodes):
+            return to_darts_text(self)
+        lines = [f"{name}: " + " | ".join(
+            f"{c.num_inputs + i} <- " + " + ".join(f"{op}({j})" for op, j in node)
+            for i, node in enumerate(c.nodes)) + f"  concat {list(c.concat)}"
+            for name, c in self.named_cells()]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- JSON
+
+def _cell_to_dict(cell):
+    return {"nodes": [[[op, j] for op, j in node] for node in cell.nodes],
+            "concat": list(cell.concat), "num_inputs": cell.num_inputs}
+
+
+def _cell_from_dict(d):
+    try:
+        nodes = tuple(tuple((str(op), int(j)) for op, j in node) for node in d["nodes"])
+        return Cell(nodes, tuple(int(c) for c in d["concat"]), int(d.get("num_inputs", 2)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise GenotypeError(f"malformed cell {str(d)[:80]}: {e}") from None
+
+
+def to_dict(g):
+    if g.kind == "nb201":
+        d = {"nb201": to_nb201_string(g.normal)}
+    elif g.kind == "per_cell":
+        d = {"cells": [_cell_to_dict(c) for c in g.cells], "reductions": list(g.reductions)}
+    else:
+        d = {"normal": _cell_to_dict(g.normal), "reduce": _cell_to_dict(g.reduce)}
+    return {**d, **g.meta}
+
+
+def from_dict(d):
+    if not isinstance(d, dict):
+        raise GenotypeError("a genotype JSON must be an object")
+    keys = ("nb201", "cells", "reductions", "normal", "reduce")
+    meta = {k: v for k, v in d.items() if k not in keys}
+    if "nb201" in d:
+        g = Genotype(normal=parse_nb201(d["nb201"]), meta=meta)
+    elif "cells" in d:
+        g = Genotype(cells=tuple(_cell_from_dict(c) for c in d["cells"]),
+                     reductions=tuple(d.get("reductions", ())), meta=meta)
+    elif "normal" in d and "reduce" in d:
+        g = Genotype(_cell_from_dict(d["normal"]), _cell_from_dict(d["reduce"]), meta=meta)
+    else:
+        raise GenotypeError("a genotype JSON needs 'normal' and 'reduce', 'cells', or 'nb201'")
+    return g.validate()
+
+
+def save(path, g, **meta):
+    """Write `g` as JSON with metadata (method, run, ...) beside it."""
+    d = to_dict(Genotype(g.normal, g.reduce, g.cells, g.reductions, {**g.meta, **meta}))
+    d["text"] = str(g)
+    Path(path).write_text(json.dumps(d, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------- text forms
+
+def _literal(node, what):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, str):
+        return node.value
+    raise GenotypeError(f"not a DARTS genotype: {what} must be a plain string or integer")
+
+
+def _ops_list(node):
+    if not isinstance(node, (ast.List, ast.Tuple)):
+        raise GenotypeError("not a DARTS genotype: normal/reduce must be lists of (op, input) pairs")
+    pairs = []
+    for item in node.elts:
+        if not isinstance(item, ast.Tuple) or len(item.elts) != 2:
+            raise GenotypeError("not a DARTS genotype: each entry must be an (op, input) pair")
+        op, j = (_literal(e, "an (op, input) entry") for e in item.elts)
+        if not isinstance(op, str) or not isinstance(j, int):
+            raise GenotypeError("not a DARTS genotype: a pair is ('op_name', input_index)")
+        pairs.append((op, j))
+    if not pairs or len(pairs) % 2:
+        raise GenotypeError("not a DARTS genotype: each node takes exactly two (op, input) pairs")
+    return tuple(tuple(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
+
+
+def _concat(node):
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
+            and not node.keywords and 1 <= len(node.args) <= 2:
+        return tuple(range(*(_literal(a, "a range bound") for a in node.args)))
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return tuple(_literal(e, "a concat index") for e in node.elts)
+    raise GenotypeError("not a DARTS genotype: a concat is a list of integers or range(a, b)")
+
+
+def parse_darts_text(text):
+    """Parse `Genotype(normal=[...], normal_concat=..., reduce=[...], reduce_concat=...)`
+    from its syntax tree; nothing is evaluated, anything else is rejected."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise GenotypeError("not a DARTS genotype: the text does not parse") from None
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "Genotype"):
+        raise GenotypeError("not a DARTS genotype: expected Genotype(normal=..., reduce=...)")
+    names = ("normal", "normal_concat", "reduce", "reduce_concat")
+    if len(tree.args) > 4:
+        raise GenotypeError("not a DARTS genotype: too many arguments")
+    fields = dict(zip(names, tree.args))
+    for kw in tree.keywords:
+        if kw.arg not in names or kw.arg in fields:
+            raise GenotypeError(f"not a DARTS genotype: unexpected argument {kw.arg!r}")
+        fields[kw.arg] = kw.value
+    if set(fields) != set(names):
+        raise GenotypeError(f"not a DARTS genotype: missing {', '.join(sorted(set(names) - set(fields)))}")
+    normal = Cell(_ops_list(fields["normal"]), _concat(fields["normal_concat"]))
+    reduce = Cell(_ops_list(fields["reduce"]), _concat(fields["reduce_concat"]))
+    return Genotype(normal, reduce).validate()
+
+
+def to_darts_text(g):
+    def flat(c):
+        return "[" + ", ".join(f"('{op}', {j})" for node in c.nodes for op, j in node) + "]"
+    return (f"Genotype(normal={flat(g.normal)}, normal_concat={list(g.normal.concat)}, "
+            f"reduce={flat(g.reduce)}, reduce_concat={list(g.reduce.concat)})")
+
+
+def parse_nb201(text):
+    """`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` -> a single-input cell whose output is the last node."""
+    nodes = []
+    for part in text.strip().split("+"):
+        if not (part.startswith("|") and part.endswith("|")) or len(part) < 3:
+            raise GenotypeError(f"not a NAS-Bench-201 string: {text!r}")
+        node = []
+        for item in part[1:-1].split("|"):
+            op, sep, j = item.partition("~")
+            if not sep or not j.isdigit():
+                raise GenotypeError(f"not a NAS-Bench-201 string: bad entry {item!r}")
+            node.append((op, int(j)))
+        nodes.append(tuple(node))
+    cell = Cell(tuple(nodes), (len(nodes),), num_inputs=1)
+    cell.validate(NB201_OPS, "nb201 cell")
+    return cell
+
+
+def to_nb201_string(cell):
+    return "+".join("|" + "|".join(f"{op}~{j}" for op, j in node) + "|" for node in cell.nodes)
+
+
+# ---------------------------------------------------------------- published genotypes
+
+PUBLISHED = {
+    # DARTS (Liu et al., 2019), first and second order, from the authors' genotypes.py.
+    "DARTS_V1": "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), "
+                "('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+                "('skip_connect', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+                "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0), "
+                "('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], reduce_concat=[2, 3, 4, 5])",
+    "DARTS_V2": "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+                "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), "
+                "('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+                "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
+                "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])",
+    # PC-DARTS (Xu et al., 2020), searched on CIFAR-10 and on ImageNet, from the authors' genotypes.py.
+    "PC_DARTS_cifar": "Genotype(normal=[('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 0), "
+                      "('dil_conv_3x3', 1), ('sep_conv_5x5', 0), ('sep_conv_3x3', 1), ('avg_pool_3x3', 0), "
+                      "('dil_conv_3x3', 1)], normal_concat=range(2, 6), reduce=[('sep_conv_5x5', 1), "
+                      "('max_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_5x5', 2), ('sep_conv_3x3', 0), "
+                      "('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2)], reduce_concat=range(2, 6))",
+    "PC_DARTS_image": "Genotype(normal=[('skip_connect', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 0), "
+                      "('skip_connect', 1), ('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), "
+                      "('dil_conv_5x5', 4)], normal_concat=range(2, 6), reduce=[('sep_conv_3x3', 0), "
+                      "('skip_connect', 1), ('dil_conv_5x5', 2), ('max_pool_3x3', 1), ('sep_conv_3x3', 2), "
+                      "('sep_conv_3x3', 1), ('sep_conv_5x5', 0), ('sep_conv_3x3', 3)], reduce_concat=range(2, 6))",
+}
+
+
+def load(arch):
+    """A published name, a JSON file, the DARTS text form or a NAS-Bench-201 string."""
+    arch = str(arch).strip()
+    if arch in PUBLISHED:
+        return parse_darts_text(PUBLISHED[arch])
+    if arch.startswith("Genotype("):
+        return parse_darts_text(arch)
+    if arch.startswith("|"):
+        return Genotype(normal=parse_nb201(arch))
+    path = Path(arch)
+    if not path.is_file():
+        raise GenotypeError(f"{arch!r} is neither a published genotype ({', '.join(PUBLISHED)}), "
+                            "a JSON file, a DARTS Genotype(...) text nor a NAS-Bench-201 string")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return from_dict(d)
+    except GenotypeError as e:
+        raise GenotypeError(f"{path}: {e}") from None
+
+
+# ---------------------------------------------------------------- derivation
+
+def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
+    """The DARTS rule: per node, the `k` input edges with the largest non-`none` weight; on each,
+    the arg-max non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node
+    by node, inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
+    nodes, e = [], 0
+    for i in range(steps):
+        n_in = num_inputs + i
+        best = []
+        for j in range(n_in):
+            w, ops = [float(x) for x in weights[e + j]], edge_ops[e + j]
+            cand = [o for o in range(len(ops)) if ops[o] != "none"]
+            o = max(cand, key=lambda o: (w[o], -o))
+            best.append((w[o], j, ops[o]))
+        chosen = sorted(best, key=lambda t: (-t[0], t[1]))[:k]
+        nodes.append(tuple((op, j) for _, j, op in sorted(chosen, key=lambda t: t[1])))
+        e += n_in
+    return Cell(tuple(nodes), tuple(range(num_inputs, num_inputs + steps)), num_inputs)
+
+
+# ---------------------------------------------------------------- drawing
+
+def _cell_dot(cell, name, indent="  "):
+    def state(s):
+        if cell.num_inputs == 1:
+            return f'"{name}:in"' if s == 0 else f'"{name}:{s}"'
+        return f'"{name}:c_{{k-{2 - s}}}"' if s < 2 else f'"{name}:{s - 2}"'
+    lines = [f'{indent}{state(s)} [label="{state(s)[len(name) + 2:-1]}", fillcolor=lightblue];'
+             for s in range(cell.num_inputs)]
+    lines += [f'{indent}{state(s)} [label="{state(s)[len(name) + 2:-1]}", fillcolor=gray90];'
+              for s in range(cell.num_inputs, cell.num_states)]
+    lines += [f'{indent}{state(j)} -> {state(cell.num_inputs + i)} [label="{op}"];'
+              for i, op, j in cell.pairs()]
+    out = f'"{name}:out"'
+    lines.append(f'{indent}{out} [label="{"c_{k}" if cell.num_inputs == 2 else "out"}", fillcolor=palegoldenrod];')
+    lines += [f"{indent}{state(c)} -> {out};" for c in cell.concat]
+    return lines
+
+
+def to_dot(g, title="genotype"):
+    """Graphviz DOT source with one cluster per cell."""
+    lines = [f'digraph "{title}" {{', "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fontname=Helvetica];',
+             "  edge [fontname=Helvetica, fontsize=10];"]
+    for name, cell in g.named_cells():
+        lines += [f'  subgraph "cluster_{name}" {{', f'    label="{name}";']
+        lines += _cell_dot(cell, name, "    ") + ["  }"]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def export(folder, g, stem="genotype", **meta):
+    """Write `stem`.json (with `meta`) and `stem`.dot into `folder`; render `stem`.svg and
+    `stem`.png too when Graphviz' `dot` program is installed. Returns the files written."""
+    folder = Path(folder)
+    save(folder / f"{stem}.json", g, **meta)
+    dot_path = folder / f"{stem}.dot"
+    dot_path.write_text(to_dot(g, stem))
+    files = [folder / f"{stem}.json", dot_path]
+    if shutil.which("dot"):
+        for fmt in ("svg", "png"):
+            out = folder / f"{stem}.{fmt}"
+            if subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(out)],
+                              capture_output=True).returncode == 0:
+                files.append(out)
+    return files
+
+
+# ---------------------------------------------------------------- CLI
+
+def main(argv=None):
+    from common.network import build_network
+    from common.utils import count_madds, count_params, die
+
+    parser = argparse.ArgumentParser(prog="python -m common.genotypes", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds")
+    show.add_argument("arch", help="published name, JSON file, DARTS text or NAS-Bench-201 string")
+    show.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "svhn", "imagenet"])
+    show.add_argument("--layers", type=int, default=None, help="default: 20 on CIFAR, 14 on ImageNet")
+    show.add_argument("--init_channels", type=int, default=None, help="default: 36 on CIFAR, 48 on ImageNet")
+    show.add_argument("--dot", default=None, help="also write the cells as Graphviz DOT to this file")
+    args = parser.parse_args(argv)
+    try:
+        g = load(args.arch)
+    except GenotypeError as e:
+        die(str(e))
+    imagenet = args.dataset == "imagenet"
+    layers = args.layers or (len(g.cells) if g.kind == "per_cell" else 14 if imagenet else 20)
+    C = args.init_channels or (16 if g.kind == "nb201" else 48 if imagenet else 36)
+    num_classes = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000}[args.dataset]
+    try:
+        model = build_network(g, args.dataset, C, layers, num_classes, auxiliary=False)
+    except GenotypeError as e:
+        die(str(e))
+    size = 224 if imagenet else 32
+    print(g)
+    if args.dot:
+        Path(args.dot).write_text(to_dot(g, Path(args.arch).stem))
+    print(json.dumps({"kind": g.kind, "dataset": args.dataset, "layers": layers, "init_channels": C,
+                      "params_M": round(count_params(model), 4),
+                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

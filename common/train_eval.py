@@ -1,0 +1,202 @@
+"""The DARTS evaluation protocol: train a genotype from scratch and test it every epoch.
+
+SGD with momentum and weight decay, gradient clipping, a cosine / step / linear
+schedule with optional warm-up, the auxiliary loss, drop-path ramped linearly
+over epochs, label smoothing, AMP on CUDA and DDP under torchrun. Each method's
+train.py calls `main` with its paper's defaults.
+
+Usage: python -m common.train_eval --arch DARTS_V2 [--dataset cifar10 --data DIR] [--save RUN] [--resume]
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from common import genotypes
+from common.data import add_data_args, eval_loaders, is_imagenet_like
+from common.network import build_network
+from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, count_madds,
+                          count_params, die, gather_rng_states, get_device, init_distributed, is_main, log, rank, resume_state,
+                          save_checkpoint, set_rng_state, set_seed, setup_run, world_size)
+
+# The DARTS evaluation settings (Liu et al., 2019, Sec. 3.3 and A.2).
+CIFAR = dict(epochs=600, batch_size=96, learning_rate=0.025, learning_rate_min=0.0, weight_decay=3e-4,
+             init_channels=36, layers=20, auxiliary=True, cutout=True, drop_path_prob=0.2,
+             label_smooth=0.0, lr_scheduler="cosine")
+IMAGENET = dict(epochs=250, batch_size=128, learning_rate=0.1, learning_rate_min=0.0, weight_decay=3e-5,
+                init_channels=48, layers=14, auxiliary=True, cutout=False, drop_path_prob=0.0,
+                label_smooth=0.1, lr_scheduler="step")
+
+
+def get_parser(description=None):
+    p = argparse.ArgumentParser(description=description or __doc__.split("\n")[0])
+    p.add_argument("--arch", required=True, help="published name, genotype.json, or DARTS Genotype(...) text")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch_size", type=int, help="global batch size (split across torchrun ranks)")
+    p.add_argument("--learning_rate", type=float)
+    p.add_argument("--learning_rate_min", type=float)
+    p.add_argument("--lr_scheduler", choices=["cosine", "step", "linear"])
+    p.add_argument("--decay_rate", type=float, default=0.97, help="per-epoch factor of the step schedule")
+    p.add_argument("--warmup_epochs", type=int, default=0, help="linear warm-up epochs")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight_decay", type=float)
+    p.add_argument("--grad_clip", type=float, default=5.0)
+    p.add_argument("--init_channels", type=int)
+    p.add_argument("--layers", type=int)
+    p.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, help="auxiliary tower")
+    p.add_argument("--auxiliary_weight", type=float, default=0.4)
+    p.add_argument("--drop_path_prob", type=float)
+    p.add_argument("--label_smooth", type=float)
+    p.add_argument("--report_freq", type=int, default=0, help="log every N steps (0: once per epoch)")
+    add_run_args(p)
+    add_data_args(p)
+    return p
+
+
+def parse_args(argv=None, cifar=None, imagenet=None, description=None):
+    """Parse with the protocol of the chosen dataset as defaults: `cifar` for CIFAR-like data,
+    `imagenet` for ImageNet-like data (each a dict of overrides of the DARTS settings)."""
+    parser = get_parser(description)
+    probe, _ = parser.parse_known_args(argv)
+    profile = {**IMAGENET, **(imagenet or {})} if is_imagenet_like(probe.dataset) else {**CIFAR, **(cifar or {})}
+    parser.set_defaults(**profile)
+    return parser.parse_args(argv)
+
+
+def lr_factor(epoch, args):
+    """The learning-rate multiplier of `epoch` (warm-up, then cosine / step / linear)."""
+    if epoch < args.warmup_epochs:
+        return (epoch + 1) / args.warmup_epochs
+    if args.lr_scheduler == "step":
+        return args.decay_rate ** epoch
+    if args.lr_scheduler == "linear":
+        return 1 - epoch / args.epochs
+    floor = args.learning_rate_min / args.learning_rate
+    return floor + (1 - floor) * (1 + math.cos(math.pi * epoch / args.epochs)) / 2
+
+
+def train_epoch(model, loader, optimizer, criterion, scaler, args, device):
+    model.train()
+    loss_m, top1_m = AverageMeter(), AverageMeter()
+    for step, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with amp_autocast(device, args.amp):
+            logits, logits_aux = model(x)
+            loss = criterion(logits, y)
+            if logits_aux is not None:
+                loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if args.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        loss_m.update(loss.item(), len(y))
+        top1_m.update(accuracy(logits.detach(), y)[0], len(y))
+        if args.report_freq and step % args.report_freq == 0:
+            log.info("train step %d loss %.4f top1 %.2f", step, loss_m.avg, top1_m.avg)
+    return loss_m.avg, top1_m.avg
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, amp=False):
+    """(loss, top-1, top-5) over the whole loader, summed over ranks."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with amp_autocast(device, amp):
+            logits = model(x)[0]
+        top1, top5 = accuracy(logits.float(), y, (1, 5))
+        n = len(y)
+        sums += torch.tensor([nn.functional.cross_entropy(logits.float(), y).item() * n,
+                              top1 * n, top5 * n, n], dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(sums)
+    return (sums[:3] / sums[3]).tolist()
+
+
+def main(args=None, build=None):
+    """Train `args.arch` from scratch; returns the trained model (unwrapped).
+
+    `build(genotype, num_classes, args)` makes the network; the default is the DARTS
+    evaluation network of `common.network`."""
+    args = args if isinstance(args, argparse.Namespace) else parse_args(args)
+    init_distributed(args.device)
+    device = get_device(args.device)
+    set_seed(args.seed + rank(), args.deterministic)
+    save = setup_run(args, "eval")
+    try:
+        genotype = genotypes.load(args.arch)
+    except genotypes.GenotypeError as e:
+        die(str(e))
+    train_queue, test_queue, num_classes = eval_loaders(args)
+    build = build or (lambda g, n, a: build_network(g, a.dataset, a.init_channels, a.layers, n, a.auxiliary))
+    try:
+        model = build(genotype, num_classes, args).to(device)
+    except genotypes.GenotypeError as e:
+        die(str(e))
+    size = args.image_size or (224 if is_imagenet_like(args.dataset) else 32)
+    params, madds = count_params(model), count_madds(model, (1, 3, size, size))
+    log.info("genotype %s", genotype)
+    log.info("params %.3fM  mult-adds %.1fM", params, madds)
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, args))
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+    start_epoch, best, wall = 0, 0.0, 0.0
+    ckpt = resume_state(args, device)
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best, wall = ckpt["epoch"], ckpt["best_top1"], ckpt["wall_time_s"]
+        set_rng_state(ckpt["rng"][rank()])
+    net = model
+    if world_size() > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    metrics = MetricsLog(save / "metrics.jsonl", start_epoch)
+    progress = Progress(args.epochs, start_epoch)
+    t0 = time.time() - wall
+    for epoch in range(start_epoch, args.epochs):
+        train_queue.sampler.set_epoch(epoch)
+        model.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_top1 = train_epoch(net, train_queue, optimizer, criterion, scaler, args, device)
+        scheduler.step()
+        test_loss, test_top1, test_top5 = evaluate(net, test_queue, device, args.amp)
+        best = max(best, test_top1)
+        metrics.write(dict(epoch=epoch, lr=lr, drop_path_prob=model.drop_path_prob, train_loss=train_loss,
+                           train_top1=train_top1, test_loss=test_loss, test_top1=test_top1, test_top5=test_top5))
+        rngs = gather_rng_states()
+        save_checkpoint(save / "checkpoint.pt", dict(
+            model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(), epoch=epoch + 1, best_top1=best, wall_time_s=time.time() - t0, rng=rngs))
+        log.info("%s lr %.2e train %.2f%% test %.2f%% (best %.2f%%)", progress.line(epoch), lr, train_top1,
+                 test_top1, best)
+
+    final = MetricsLog.read(save / "metrics.jsonl")[-1] if is_main() and args.epochs else {}
+    summary = dict(arch=args.arch, genotype=str(genotype), dataset=args.dataset, layers=args.layers,
+                   init_channels=args.init_channels, params_M=params, mult_adds_M=madds, epochs=args.epochs,
+                   best_top1=best, final_top1=final.get("test_top1"), final_top5=final.get("test_top5"),
+                   wall_time_s=time.time() - t0, world_size=world_size(), device=str(device))
+    if is_main():
+        (save / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        log.info("summary %s", json.dumps(summary))
+    return model
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,98 @@
+import json
+import math
+import subprocess
+import sys
+import time
+from argparse import Namespace
+
+import pytest
+import torch
+
+from common import train_eval
+from common.utils import MetricsLog
+from conftest import ROOT, SMALL, run
+
+TINY = ["--arch", "DARTS_V2", *SMALL, "--subset", "64", "--batch_size", "16", "--layers", "3",
+        "--init_channels", "4", "--deterministic"]
+
+
+def test_lr_schedules():
+    a = Namespace(warmup_epochs=0, epochs=10, learning_rate=0.1, learning_rate_min=0.001, decay_rate=0.97,
+                  lr_scheduler="cosine")
+    assert train_eval.lr_factor(0, a) == 1 and train_eval.lr_factor(10, a) == pytest.approx(0.01)
+    assert train_eval.lr_factor(5, a) == pytest.approx(0.01 + 0.99 * 0.5)
+    a.lr_scheduler = "step"
+    assert train_eval.lr_factor(3, a) == pytest.approx(0.97 ** 3)
+    a.lr_scheduler, a.warmup_epochs = "linear", 5
+    assert [train_eval.lr_factor(e, a) for e in (0, 4, 5, 9)] == pytest.approx([0.2, 1.0, 0.5, 0.1])
+
+
+def test_protocol_defaults_follow_dataset():
+    a = train_eval.parse_args(["--arch", "DARTS_V2"])
+    assert (a.epochs, a.batch_size, a.layers, a.init_channels, a.auxiliary, a.cutout, a.drop_path_prob) == \
+        (600, 96, 20, 36, True, True, 0.2)
+    b = train_eval.parse_args(["--arch", "DARTS_V2", "--dataset", "imagenet", "--no-auxiliary"])
+    assert (b.epochs, b.layers, b.init_channels, b.label_smooth, b.lr_scheduler, b.auxiliary) == \
+        (250, 14, 48, 0.1, "step", False)
+    c = train_eval.parse_args(["--arch", "X", "--dataset", "imagenet"], imagenet=dict(batch_size=1024))
+    assert c.batch_size == 1024 and c.weight_decay == 3e-5
+
+
+def test_training_runs_and_writes_run_folder(tmp_path):
+    save = tmp_path / "run"
+    model = train_eval.main(TINY + ["--epochs", "2", "--save", str(save)])
+    files = {p.name for p in save.iterdir()}
+    assert {"log.txt", "args.json", "metrics.jsonl", "checkpoint.pt", "summary.json"} <= files
+    m = MetricsLog.read(save / "metrics.jsonl")
+    assert [r["epoch"] for r in m] == [0, 1]
+    assert m[0]["drop_path_prob"] == 0 and m[1]["drop_path_prob"] == pytest.approx(0.1)  # ramped linearly
+    assert m[1]["lr"] == pytest.approx(0.025 * (1 + math.cos(math.pi / 2)) / 2)
+    summary = json.loads((save / "summary.json").read_text())
+    assert summary["best_top1"] == max(r["test_top1"] for r in m) and summary["params_M"] > 0
+    assert model.auxiliary_head is not None
+
+
+def _state(save):
+    return torch.load(save / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_resume_after_kill_is_exact(tmp_path):
+    args = TINY + ["--epochs", "3"]
+    full = tmp_path / "full"
+    run(["-m", "common.train_eval", *args, "--save", full])
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "common.train_eval", *args, "--save", str(killed)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert MetricsLog.read(metrics) and len(MetricsLog.read(metrics)) < 3, "the run was not interrupted"
+    run(["-m", "common.train_eval", *args, "--save", killed, "--resume"])
+    a, b = _state(full), _state(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert MetricsLog.read(full / "metrics.jsonl") == MetricsLog.read(metrics)
+
+
+def test_torchrun_two_ranks_stay_in_sync(tmp_path):
+    save = tmp_path / "run"
+    run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         ROOT / "tests" / "_ddp_train.py", tmp_path, *TINY, "--epochs", "1", "--save", save])
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0 if "running" not in k and "num_batches" not in k)
+    assert (save / "summary.json").exists() and json.loads((save / "summary.json").read_text())["world_size"] == 2
+    assert not (tmp_path / "rank1-run").exists()  # only rank 0 writes
+
+
+def test_broken_genotype_file_is_one_clear_line(tmp_path):
+    bad = tmp_path / "genotype.json"
+    bad.write_text('{"normal": {"nodes": [[["sep_conv_3x3", 0], ["sep_conv_3x3", 5]]], "concat": [2]}, '
+                   '"reduce": {"nodes": [[["max_pool_3x3", 0], ["max_pool_3x3", 1]]], "concat": [2]}}')
+    for arch in (bad, tmp_path / "missing.json"):
+        proc = run(["-m", "common.train_eval", "--arch", arch, *SMALL, "--save", tmp_path / "r"], check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:")
