@@ -1,0 +1,64 @@
+"""The epoch loop every search shares: alternating train/validation batches, metrics,
+checkpoints after every epoch, exact `--resume`, and the genotype written at the end.
+
+A method supplies a *searcher*, an object with:
+  start_epoch(epoch)                  set the epoch's schedules (learning rates, temperatures, ...)
+  step(train_batch, valid_batch)      one search iteration; returns a dict of floats to average
+  end_epoch(epoch, valid_queue)       a dict of per-epoch records (validation accuracy, alphas, ...)
+  state_dict() / load_state_dict(d)   everything needed to continue exactly
+  genotype()                          the architecture derived now
+"""
+import time
+from collections import defaultdict
+
+from common.genotypes import export
+from common.utils import (AverageMeter, MetricsLog, Progress, gather_rng_states, log, rank, resume_state,
+                          save_checkpoint, set_rng_state)
+
+
+def batches(train_queue, valid_queue):
+    """(train batch, validation batch) pairs for one epoch; the validation loader restarts when it
+    runs out (DARTS draws one validation batch per training batch)."""
+    valid_iter = iter(valid_queue)
+    for batch in train_queue:
+        try:
+            valid_batch = next(valid_iter)
+        except StopIteration:
+            valid_iter = iter(valid_queue)
+            valid_batch = next(valid_iter)
+        yield batch, valid_batch
+
+
+def search_loop(args, searcher, train_queue, valid_queue, save, device, method, **meta):
+    """Run `args.epochs` epochs of `searcher`; write `genotype.json` (+ DOT) in `save`; return the genotype."""
+    start, wall = 0, 0.0
+    ckpt = resume_state(args, device)
+    if ckpt:
+        searcher.load_state_dict(ckpt["searcher"])
+        start, wall = ckpt["epoch"], ckpt["wall_time_s"]
+        set_rng_state(ckpt["rng"][rank()])
+    metrics = MetricsLog(save / "metrics.jsonl", start)
+    progress = Progress(args.epochs, start)
+    t0 = time.time() - wall
+    for epoch in range(start, args.epochs):
+        searcher.start_epoch(epoch)
+        train_queue.sampler.set_epoch(epoch)
+        valid_queue.sampler.set_epoch(epoch)
+        meters = defaultdict(AverageMeter)
+        for train_batch, valid_batch in batches(train_queue, valid_queue):
+            for k, v in searcher.step(train_batch, valid_batch).items():
+                meters[k].update(v, len(train_batch[1]))
+        record = {"epoch": epoch, **{k: m.avg for k, m in meters.items()}, **searcher.end_epoch(epoch, valid_queue)}
+        record["genotype"] = str(searcher.genotype())
+        metrics.write(record)
+        save_checkpoint(save / "checkpoint.pt", {"searcher": searcher.state_dict(), "epoch": epoch + 1,
+                                                 "wall_time_s": time.time() - t0, "rng": gather_rng_states()})
+        summary = " ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+        log.info("%s %s", progress.line(epoch), summary)
+        log.info("genotype %s", record["genotype"])
+    genotype = searcher.genotype()
+    if rank() == 0:
+        export(save, genotype, method=method, epochs=args.epochs, seed=args.seed, dataset=args.dataset,
+               search_time_s=round(time.time() - t0, 1), **meta)
+    log.info("final genotype %s", genotype)
+    return genotype
