@@ -106,13 +106,15 @@ def train_epoch(model, loader, optimizer, criterion, scaler, args, device):
 
 @torch.no_grad()
 def evaluate(model, loader, device, amp=False):
-    """(loss, top-1, top-5) over the whole loader, summed over ranks."""
+    """(loss, top-1, top-5) over the whole loader, summed over ranks. `model(x)` returns the
+    logits, or a tuple whose first entry they are."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with amp_autocast(device, amp):
-            logits = model(x)[0]
+            out = model(x)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
         top1, top5 = accuracy(logits.float(), y, (1, 5))
         n = len(y)
         sums += torch.tensor([nn.functional.cross_entropy(logits.float(), y).item() * n,
