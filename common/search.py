@@ -1,5 +1,6 @@
 """The epoch loop every search shares: alternating train/validation batches, metrics,
-checkpoints after every epoch, exact `--resume`, and the genotype written at the end.
+checkpoints after every epoch, exact `--resume`, and at the end the genotype (`genotype.json`,
+`.dot`) and `summary.json` (search time, GPU-hours, peak GPU memory).
 
 A method supplies a *searcher*, an object with:
   start_epoch(epoch)                  set the epoch's schedules (learning rates, temperatures, ...)
@@ -8,12 +9,15 @@ A method supplies a *searcher*, an object with:
   state_dict() / load_state_dict(d)   everything needed to continue exactly
   genotype()                          the architecture derived now
 """
+import json
 import time
 from collections import defaultdict
 
+import torch
+
 from common.genotypes import export
 from common.utils import (AverageMeter, MetricsLog, Progress, gather_rng_states, log, rank, resume_state,
-                          save_checkpoint, set_rng_state)
+                          save_checkpoint, set_rng_state, world_size)
 
 
 def batches(train_queue, valid_queue):
@@ -58,7 +62,18 @@ def search_loop(args, searcher, train_queue, valid_queue, save, device, method, 
         log.info("genotype %s", record["genotype"])
     genotype = searcher.genotype()
     if rank() == 0:
+        cost = search_cost(time.time() - t0, device)
         export(save, genotype, method=method, epochs=args.epochs, seed=args.seed, dataset=args.dataset,
-               search_time_s=round(time.time() - t0, 1), **meta)
+               **cost, **meta)
+        (save / "summary.json").write_text(json.dumps(
+            {"method": method, "genotype": str(genotype), "epochs": args.epochs, **cost}, indent=1) + "\n")
     log.info("final genotype %s", genotype)
     return genotype
+
+
+def search_cost(seconds, device):
+    """Wall time, GPU-hours (wall time x GPUs) and peak GPU memory of a search, for summaries."""
+    cuda = device.type == "cuda"
+    return {"search_time_s": round(seconds, 1), "device": str(device), "world_size": world_size(),
+            "gpu_hours": round(seconds / 3600 * world_size(), 4) if cuda else None,
+            "peak_memory_MB": round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1) if cuda else None}

@@ -1,5 +1,6 @@
 """The shared search loop: metrics, checkpoints, exact resume after a crash, genotype export."""
 import argparse
+import json
 
 import pytest
 import torch
@@ -93,3 +94,5 @@ def test_resume_after_crash_is_exact(tmp_path):
     assert MetricsLog.read(tmp_path / "full" / "metrics.jsonl") == MetricsLog.read(tmp_path / "crash" / "metrics.jsonl")
     assert load(str(tmp_path / "crash" / "genotype.json")) == g_full
     assert (tmp_path / "full" / "genotype.dot").exists()
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["method"] == "toy" and summary["search_time_s"] > 0 and summary["peak_memory_MB"] is None
