@@ -105,7 +105,7 @@ class Searcher:
         self.a_opt = None if args.method == "blank" else torch.optim.Adam(
             self.alphas, args.arch_learning_rate, betas=(0.5, 0.999), weight_decay=args.arch_weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
-        self.epsilon = 0.0
+        self.epsilon = EPSILON_START if args.method.startswith("sdarts") else 0.0
         self.tuning = False
 
     # ---------------------------------------------------------------- schedules
@@ -179,8 +179,9 @@ class Searcher:
 
         g_train = torch.autograd.grad(self.criterion(self.model(x), y), w)
         with torch.no_grad():
-            w_prime = [p - xi * (mu * self.w_opt.state[p].get("momentum_buffer", torch.zeros_like(p)) + g + wd * p)
-                       for p, g in zip(w, g_train)]  # Eq. (6)
+            buffers = [self.w_opt.state[p].get("momentum_buffer") for p in w]
+            w_prime = [p - xi * ((0 if m is None else mu * m) + g + wd * p)
+                       for p, m, g in zip(w, buffers, g_train)]  # Eq. (6)
         w_prime = [p.requires_grad_() for p in w_prime]
         val_loss = loss_at(w_prime, xv, yv)
         grads = torch.autograd.grad(val_loss, self.alphas + w_prime, materialize_grads=True)

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 import darts_pt  # noqa: F401  (registers the published genotypes)
 from common.data import make_loader
 from common.genotypes import load
-from common.operations import SearchSpace, Noise, get_space
+from common.operations import Noise, SearchSpace, get_space
 from darts_pt import projection
 from darts_pt.model_search import MixedOp, SuperNet
 from darts_pt.train_search import Searcher, build_supernet, clip_simplex, parse_args

@@ -62,7 +62,7 @@ def test_selection_decides_every_edge_then_the_topology(darts_run):
         for n, node in enumerate(cell.nodes):  # the genotype is exactly the decisions
             assert len(node) == 2
             names = [f"{n + 2}<-{j}" for _, j in node]
-            assert names == (kept[n + 2] if n + 2 in kept else [f"2<-0", "2<-1"])
+            assert names == kept.get(n + 2, ["2<-0", "2<-1"])
             assert [op for op, _ in node] == [decided[edge_names.index(nm)] for nm in names]
     assert all(r["valid_top1_after_tuning"] is not None for r in rounds[:-1]) and rounds[-1]["valid_top1_after_tuning"] is None
     tuning = MetricsLog.read(out / "metrics.jsonl")
