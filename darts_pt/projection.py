@@ -8,7 +8,7 @@ A.3, from the authors' code): then, node by node in random order, the input edge
 removed one at a time, the one whose removal hurts least first, until 2 remain. Between two
 decisions the super-net is tuned for --proj_intv epochs (Sec. 4.2), alpha still trained on the
 undecided edges. NAS-Bench-201 cells decide their 6 edges and have no topology phase.
-`--selection mag` is the DARTS+PT-Mag ablation (Sec. 6.2): the same rounds and tuning, choices by
+`--selection mag` is the DARTS+PT-Mag ablation (Sec. 6): the same rounds and tuning, choices by
 the magnitude of softmax(alpha).
 
 Usage: python darts_pt/projection.py --search_dir RUN [--save OUT] [--proj_intv 5] [--proj_crit acc|loss]

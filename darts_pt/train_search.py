@@ -137,7 +137,7 @@ class Searcher:
                 arch_loss = self.unrolled_alpha_grad(x, y, xv, yv)
                 average_gradients(self.alphas)
                 self.a_opt.step()
-            else:  # first-order DARTS: grad_alpha L_val(w, alpha)
+            else:  # Eq. (1), outer problem, first order: grad_alpha L_val(w, alpha)
                 with amp_autocast(self.device, self.args.amp):
                     arch_loss = self.criterion(self.model(xv), yv)
                 self.scaler.scale(arch_loss).backward(inputs=self.alphas)
@@ -153,7 +153,7 @@ class Searcher:
             weights = self.adversarial_weights(weights, x, y)
         with amp_autocast(self.device, self.args.amp):
             logits = self.model(x, weights)
-            loss = self.criterion(logits, y)
+            loss = self.criterion(logits, y)  # Eq. (1), inner problem: L_train(w, alpha)
         self.w_opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         average_gradients(self.w_params)
@@ -166,7 +166,7 @@ class Searcher:
         return out
 
     def unrolled_alpha_grad(self, x, y, xv, yv):
-        """Second-order DARTS (Liu et al., 2019, Eq. 6-8): set alpha.grad to
+        """Second-order DARTS (Liu et al., 2019, Sec. 2.3): set alpha.grad to
         grad_alpha L_val(w', alpha) - xi * grad2_{alpha,w} L_train(w, alpha) grad_w' L_val(w', alpha),
         w' = w - xi (momentum buffer + grad_w L_train(w, alpha) + wd w), the Hessian-vector product by
         finite differences at w +- eps grad_w' L_val, eps = 0.01 / ||grad_w' L_val||. Full precision."""
@@ -181,7 +181,7 @@ class Searcher:
         with torch.no_grad():
             buffers = [self.w_opt.state[p].get("momentum_buffer") for p in w]
             w_prime = [p - xi * ((0 if m is None else mu * m) + g + wd * p)
-                       for p, m, g in zip(w, buffers, g_train)]  # Eq. (6)
+                       for p, m, g in zip(w, buffers, g_train)]  # the unrolled weights w'
         w_prime = [p.requires_grad_() for p in w_prime]
         val_loss = loss_at(w_prime, xv, yv)
         grads = torch.autograd.grad(val_loss, self.alphas + w_prime, materialize_grads=True)
@@ -193,7 +193,7 @@ class Searcher:
         g_plus = torch.autograd.grad(loss_at(w_plus, x, y), self.alphas, materialize_grads=True)
         g_minus = torch.autograd.grad(loss_at(w_minus, x, y), self.alphas, materialize_grads=True)
         for a, da, gp, gm in zip(self.alphas, d_alpha, g_plus, g_minus):
-            a.grad = da - xi * (gp - gm) / (2 * eps)  # Eq. (7) with the finite difference of Eq. (8)
+            a.grad = da - xi * (gp - gm) / (2 * eps)  # chain rule, Hessian-vector product by central differences
         return val_loss.detach()
 
     # ---------------------------------------------------------------- SDARTS (Chen & Hsieh, 2020)
