@@ -1,0 +1,281 @@
+"""Super-net training for DARTS-PT: the DARTS search (Sec. 2, Eq. 1; Liu et al., 2019), its SDARTS
+variants (App. A.1.2; Chen & Hsieh, 2020) and the fixed-alpha "blank" super-net (Sec. 6).
+
+The perturbation-based selection (Sec. 4) runs afterwards on the finished run folder:
+`python darts_pt/projection.py --search_dir RUN`.
+
+Usage: python darts_pt/train_search.py [--method darts|sdarts-rs|sdarts-adv|blank] [--unrolled]
+       [--search_space darts|s1|s2|s3|s4|nb201] [--dataset cifar10 --data DIR] [--save RUN] [--resume]
+"""
+import argparse
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from common.data import add_data_args, search_loaders
+from common.operations import get_space
+from common.search import search_loop
+from common.train_eval import evaluate
+from common.utils import (accuracy, add_run_args, amp_autocast, average_gradients, broadcast_params, count_params,
+                          die, get_device, init_distributed, log, set_seed, setup_run)
+from darts_pt.model_search import DartsSuperNet, NB201SuperNet
+
+METHODS = ("darts", "sdarts-rs", "sdarts-adv", "blank")
+# --search_space -> the table in common/operations.py. The paper's DARTS space is DARTS' 7 ops
+# without `none` (App. A.1.1), which common calls `darts_no_none`.
+SPACES = {"darts": "darts_no_none", "s1": "s1", "s2": "s2", "s3": "s3", "s4": "s4", "nb201": "nb201"}
+EPSILON_START = 0.03  # SDARTS: epsilon grows linearly from 0.03 to --epsilon_alpha over the epochs
+PGD_STEPS = 7  # SDARTS-ADV: steps of the PGD attack on the softmaxed alpha
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--method", choices=METHODS, default="darts",
+                   help="darts: alpha by first-order DARTS; sdarts-rs / sdarts-adv: SDARTS random / adversarial "
+                        "smoothing of alpha in the weight step; blank: alpha fixed at 0 (DARTS+PT fix alpha)")
+    p.add_argument("--unrolled", action="store_true", help="second-order DARTS update of alpha")
+    p.add_argument("--search_space", choices=SPACES, default="darts")
+    p.add_argument("--epochs", type=int, default=None, help="default: 50, 100 on nb201")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--learning_rate", type=float, default=0.025)
+    p.add_argument("--learning_rate_min", type=float, default=0.001)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight_decay", type=float, default=3e-4)
+    p.add_argument("--grad_clip", type=float, default=5.0)
+    p.add_argument("--arch_learning_rate", type=float, default=3e-4)
+    p.add_argument("--arch_weight_decay", type=float, default=1e-3)
+    p.add_argument("--init_channels", type=int, default=16)
+    p.add_argument("--layers", type=int, default=8, help="cells of the DARTS super-net")
+    p.add_argument("--nb201_cells", type=int, default=5, help="cells per stage of the NAS-Bench-201 skeleton (N)")
+    p.add_argument("--epsilon_alpha", type=float, default=0.3, help="SDARTS: largest perturbation of softmax(alpha)")
+    add_run_args(p, seed=2)
+    add_data_args(p, search=True)
+    return p
+
+
+def parse_args(argv=None):
+    args = get_parser().parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 100 if args.search_space == "nb201" else 50
+    if args.method == "blank" and args.unrolled:
+        die("--unrolled updates alpha, but --method blank keeps alpha fixed")
+    return args
+
+
+def build_supernet(args, num_classes):
+    space = get_space(SPACES[args.search_space])
+    if space.nb201:
+        return NB201SuperNet(space, args.init_channels, num_classes, N=args.nb201_cells)
+    return DartsSuperNet(space, args.init_channels, num_classes, args.layers)
+
+
+def clip_simplex(theta):
+    """SDARTS: each row back to a probability vector: clamp to [0, 1], then renormalise (a row
+    that clamps to all zeros becomes one-hot at its largest entry)."""
+    top = F.one_hot(theta.argmax(-1), theta.shape[-1]).to(theta.dtype)
+    theta = theta.clamp(0, 1)
+    theta = torch.where(theta.sum(-1, keepdim=True) > 0, theta, top)
+    return theta / theta.sum(-1, keepdim=True)
+
+
+class Searcher:
+    """One DARTS-PT super-net and its optimizers, with the `common.search` interface.
+
+    `step` is one search iteration in DARTS' order: the architecture step on a validation batch
+    (Eq. 1, outer problem; first or second order; none for `blank`), then the weight step on a
+    training batch (inner problem), with softmax(alpha) perturbed by SDARTS when asked.
+    """
+
+    def __init__(self, args, num_classes, device):
+        self.args, self.device = args, device
+        self.model = build_supernet(args, num_classes).to(device)
+        if args.method == "blank":  # Sec. 6: alpha = 0, uniform weights for all ops, never trained
+            for a in self.model.arch_parameters():
+                a.data.zero_()
+                a.requires_grad_(False)
+        broadcast_params(list(self.model.parameters()))
+        self.alphas, self.w_params = self.model.arch_parameters(), self.model.weight_parameters()
+        self.criterion = nn.CrossEntropyLoss()
+        self.w_opt = torch.optim.SGD(self.w_params, args.learning_rate, momentum=args.momentum,
+                                     weight_decay=args.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs, args.learning_rate_min)
+        self.a_opt = None if args.method == "blank" else torch.optim.Adam(
+            self.alphas, args.arch_learning_rate, betas=(0.5, 0.999), weight_decay=args.arch_weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+        self.epsilon = EPSILON_START if args.method.startswith("sdarts") else 0.0
+        self.tuning = False
+
+    # ---------------------------------------------------------------- schedules
+
+    def start_epoch(self, epoch):
+        self.model.train()
+        if self.args.method.startswith("sdarts") and not self.tuning:
+            self.epsilon = EPSILON_START + (self.args.epsilon_alpha - EPSILON_START) * epoch / self.args.epochs
+
+    def start_tuning(self, lr):
+        """Sec. 4.2: tuning between two decisions: a fresh SGD at the constant rate `lr` for the weights;
+        alpha keeps its optimizer; SDARTS perturbs with its largest epsilon."""
+        self.w_opt = torch.optim.SGD(self.w_params, lr, momentum=self.args.momentum,
+                                     weight_decay=self.args.weight_decay)
+        self.scheduler = None
+        self.tuning = True
+        if self.args.method.startswith("sdarts"):
+            self.epsilon = self.args.epsilon_alpha
+
+    # ---------------------------------------------------------------- one iteration
+
+    def step(self, train_batch, valid_batch):
+        x, y = (t.to(self.device, non_blocking=True) for t in train_batch)
+        out = {}
+        if self.a_opt is not None:
+            xv, yv = (t.to(self.device, non_blocking=True) for t in valid_batch)
+            self.a_opt.zero_grad(set_to_none=True)
+            if self.args.unrolled:
+                arch_loss = self.unrolled_alpha_grad(x, y, xv, yv)
+                average_gradients(self.alphas)
+                self.a_opt.step()
+            else:  # Eq. (1), outer problem, first order: grad_alpha L_val(w, alpha)
+                with amp_autocast(self.device, self.args.amp):
+                    arch_loss = self.criterion(self.model(xv), yv)
+                self.scaler.scale(arch_loss).backward(inputs=self.alphas)
+                average_gradients(self.alphas)
+                self.scaler.step(self.a_opt)
+            out["arch_loss"] = arch_loss.item()
+
+        with torch.no_grad():
+            weights = self.model.arch_weights()
+        if self.args.method == "sdarts-rs":
+            weights = self.random_smoothing(weights)
+        elif self.args.method == "sdarts-adv":
+            weights = self.adversarial_weights(weights, x, y)
+        with amp_autocast(self.device, self.args.amp):
+            logits = self.model(x, weights)
+            loss = self.criterion(logits, y)  # Eq. (1), inner problem: L_train(w, alpha)
+        self.w_opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        average_gradients(self.w_params)
+        self.scaler.unscale_(self.w_opt)
+        nn.utils.clip_grad_norm_(self.w_params, self.args.grad_clip)
+        self.scaler.step(self.w_opt)
+        self.scaler.update()
+        out["train_loss"] = loss.item()
+        out["train_top1"] = accuracy(logits.detach(), y)[0]
+        return out
+
+    def unrolled_alpha_grad(self, x, y, xv, yv):
+        """Second-order DARTS (Liu et al., 2019, Sec. 2.3): set alpha.grad to
+        grad_alpha L_val(w', alpha) - xi * grad2_{alpha,w} L_train(w, alpha) grad_w' L_val(w', alpha),
+        w' = w - xi (momentum buffer + grad_w L_train(w, alpha) + wd w), the Hessian-vector product by
+        finite differences at w +- eps grad_w' L_val, eps = 0.01 / ||grad_w' L_val||. Full precision."""
+        names = [n for n, p in self.model.named_parameters() if not n.startswith("alphas.")]
+        w = self.w_params
+        xi, mu, wd = self.w_opt.param_groups[0]["lr"], self.args.momentum, self.args.weight_decay
+
+        def loss_at(params, xb, yb):
+            return self.criterion(functional_call(self.model, dict(zip(names, params)), (xb,)), yb)
+
+        g_train = torch.autograd.grad(self.criterion(self.model(x), y), w)
+        with torch.no_grad():
+            buffers = [self.w_opt.state[p].get("momentum_buffer") for p in w]
+            w_prime = [p - xi * ((0 if m is None else mu * m) + g + wd * p)
+                       for p, m, g in zip(w, buffers, g_train)]  # the unrolled weights w'
+        w_prime = [p.requires_grad_() for p in w_prime]
+        val_loss = loss_at(w_prime, xv, yv)
+        grads = torch.autograd.grad(val_loss, self.alphas + w_prime, materialize_grads=True)
+        d_alpha, d_w = grads[:len(self.alphas)], grads[len(self.alphas):]
+        eps = 0.01 / torch.cat([g.flatten() for g in d_w]).norm()
+        with torch.no_grad():
+            w_plus = [p + eps * v for p, v in zip(w, d_w)]
+            w_minus = [p - eps * v for p, v in zip(w, d_w)]
+        g_plus = torch.autograd.grad(loss_at(w_plus, x, y), self.alphas, materialize_grads=True)
+        g_minus = torch.autograd.grad(loss_at(w_minus, x, y), self.alphas, materialize_grads=True)
+        for a, da, gp, gm in zip(self.alphas, d_alpha, g_plus, g_minus):
+            a.grad = da - xi * (gp - gm) / (2 * eps)  # chain rule, Hessian-vector product by central differences
+        return val_loss.detach()
+
+    # ---------------------------------------------------------------- SDARTS (Chen & Hsieh, 2020)
+
+    def random_smoothing(self, weights):
+        """SDARTS-RS: softmax(alpha) + U(-epsilon, epsilon), back on the simplex."""
+        return {ct: self.model.project(ct, clip_simplex(w + torch.empty_like(w).uniform_(-self.epsilon, self.epsilon)))
+                for ct, w in weights.items()}
+
+    def adversarial_weights(self, weights, x, y):
+        """SDARTS-ADV: the perturbation of softmax(alpha) within the epsilon L-inf ball that maximises
+        the training loss, by PGD (7 signed steps of 2 epsilon / 7 from a random start, each projected
+        to the ball and the simplex). As the SDARTS code: computed in eval mode (BN statistics are
+        left alone) and dropped when it does not raise the loss."""
+        eps = self.epsilon
+        self.model.eval()
+        with torch.no_grad(), amp_autocast(self.device, self.args.amp):
+            loss_clean = self.criterion(self.model(x, weights), y)
+
+        def to_ball(ct, theta):
+            return self.model.project(ct, clip_simplex(weights[ct] + (theta - weights[ct]).clamp(-eps, eps)))
+
+        theta = {ct: to_ball(ct, w + torch.empty_like(w).uniform_(-eps, eps)) for ct, w in weights.items()}
+        for _ in range(PGD_STEPS):
+            theta = {ct: t.detach().requires_grad_() for ct, t in theta.items()}
+            with amp_autocast(self.device, self.args.amp):
+                loss = self.criterion(self.model(x, theta), y)
+            grads = torch.autograd.grad(loss, list(theta.values()))
+            with torch.no_grad():
+                theta = {ct: to_ball(ct, t + 2 * eps / PGD_STEPS * g.sign()) for (ct, t), g in zip(theta.items(), grads)}
+        with torch.no_grad(), amp_autocast(self.device, self.args.amp):
+            keep = self.criterion(self.model(x, theta), y) >= loss_clean
+        self.model.train()
+        return {ct: torch.where(keep, theta[ct], weights[ct]) for ct in weights}
+
+    # ---------------------------------------------------------------- epoch end, state, result
+
+    def end_epoch(self, epoch, valid_queue):
+        lr = self.w_opt.param_groups[0]["lr"]
+        self.scheduler.step()
+        valid_loss, valid_top1, _ = evaluate(self.model, valid_queue, self.device, self.args.amp)
+        record = {"lr": lr, "valid_loss": valid_loss, "valid_top1": valid_top1}
+        if self.args.method.startswith("sdarts"):
+            record["epsilon"] = self.epsilon
+        with torch.no_grad():
+            record["alphas"] = {ct: F.softmax(a, -1).cpu().tolist() for ct, a in self.model.alphas.items()}
+        return record
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "w_opt": self.w_opt.state_dict(),
+                "a_opt": self.a_opt.state_dict() if self.a_opt else None,
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "scaler": self.scaler.state_dict(), "epsilon": self.epsilon}
+
+    def load_state_dict(self, d):
+        self.model.load_state_dict(d["model"])
+        self.w_opt.load_state_dict(d["w_opt"])
+        if self.a_opt:
+            self.a_opt.load_state_dict(d["a_opt"])
+        if self.scheduler:
+            self.scheduler.load_state_dict(d["scheduler"])
+        self.scaler.load_state_dict(d["scaler"])
+        self.epsilon = d["epsilon"]
+
+    def genotype(self):
+        return self.model.genotype()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    init_distributed(args.device)
+    device = get_device(args.device)
+    set_seed(args.seed, args.deterministic)
+    save = setup_run(args, "search")
+    train_queue, valid_queue, num_classes = search_loaders(args)
+    searcher = Searcher(args, num_classes, device)
+    log.info("super-net: %s space, %.3fM weights", args.search_space, count_params(searcher.model))
+    return search_loop(args, searcher, train_queue, valid_queue, save, device, method=f"darts_pt/{args.method}",
+                       search_space=args.search_space, unrolled=args.unrolled)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

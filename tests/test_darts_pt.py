@@ -1,0 +1,309 @@
+"""DARTS-PT: the super-nets, the DARTS / SDARTS / blank updates, and the selection rules of Sec. 4."""
+from argparse import Namespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.utils.data import TensorDataset
+
+import darts_pt  # noqa: F401  (registers the published genotypes)
+from common.data import make_loader
+from common.genotypes import load
+from common.operations import Noise, SearchSpace, get_space
+from darts_pt import projection
+from darts_pt.model_search import MixedOp, SuperNet
+from darts_pt.train_search import Searcher, build_supernet, clip_simplex, parse_args
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, which only spin on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _searcher(*flags, seed=0):
+    torch.manual_seed(seed)
+    args = parse_args(["--layers", "3", "--init_channels", "4", "--device", "cpu", *flags])
+    return Searcher(args, 10, CPU)
+
+
+def _batch(n=4, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), torch.randint(10, (n,), generator=g)
+
+
+def _loader(x, y, batch_size=8):
+    return make_loader(TensorDataset(x, y), batch_size, train=False, workers=0)
+
+
+# ---------------------------------------------------------------- super-nets and spaces
+
+@pytest.mark.parametrize("space", ["darts", "s1", "s2", "s3", "s4", "nb201"])
+def test_spaces_build_and_run(space):
+    args = parse_args(["--search_space", space, "--layers", "3", "--init_channels", "4", "--nb201_cells", "1"])
+    torch.manual_seed(0)
+    net = build_supernet(args, 10)
+    assert net(_batch(2)[0]).shape == (2, 10)
+    table = get_space({"darts": "darts_no_none"}.get(space, space))
+    for ct in net.cell_types:
+        assert net.alphas[ct].shape == (net.num_edges, len(table.ops(False, 0)))
+        assert net.alphas[ct].abs().max() < 0.01  # alpha initialised 1e-3 * randn
+        for e in range(net.num_edges):
+            assert tuple(net.edge_ops[ct][e]) == table.ops(ct == "reduce", e)
+    if space == "darts":  # the paper's DARTS space: the 7 ops without `none` (App. A.1.1)
+        assert len(net.edge_ops["normal"][0]) == 7 and "none" not in net.edge_ops["normal"][0]
+    if space == "s1":  # a different pair of ops on each edge, and the reduce cell has its own
+        assert net.edge_ops["normal"][0] != net.edge_ops["normal"][1] != net.edge_ops["reduce"][1]
+    if space == "nb201":  # 3 stages of N cells, 6 edges of 5 ops, one cell type
+        assert net.num_edges == 6 and net.cell_types == ("cell",) and net.edges[-1] == (3, 2)
+    else:
+        assert net.num_edges == 14 and net.edges[2] == (3, 0)
+    bn = [m for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n.startswith("cells")
+          and ".edges." in n]
+    assert bn and not any(m.affine for m in bn)  # search ops: affine-free BN
+    names = [n for n, _ in net.named_parameters()]
+    assert {n for n in names if n.startswith("alphas.")} == {f"alphas.{ct}" for ct in net.cell_types}
+
+
+def test_noise_op_ignores_its_input():
+    net = build_supernet(parse_args(["--search_space", "s4", "--layers", "3", "--init_channels", "4"]), 10)
+    noise = [op for m in net.modules() if isinstance(m, MixedOp) for op in m.ops if isinstance(op, Noise)]
+    assert len(noise) == 3 * 14  # one on every edge of every cell
+    x = torch.randn(2, 4, 8, 8)
+    torch.manual_seed(1)
+    a = noise[0](x)
+    torch.manual_seed(1)
+    b = noise[0](100 * x + 7)
+    assert torch.equal(a, b) and a.shape == x.shape and abs(a.std().item() - 1) < 0.3
+
+
+def test_published_genotypes_load():
+    for name in ("DARTS_PT", "DARTS_PT_FIX_ALPHA", "DARTS_PT_0", "DARTS_PT_3", "DARTS_PT_FIX_ALPHA_1"):
+        g = load(name)
+        assert g.kind == "darts" and all(len(node) == 2 for node in g.normal.nodes)
+    assert load("DARTS_PT") == load("DARTS_PT_2") != load("DARTS_PT_FIX_ALPHA")
+
+
+# ---------------------------------------------------------------- updates of the super-net
+
+def test_blank_never_updates_alpha():
+    s = _searcher("--method", "blank")
+    assert s.a_opt is None and all(torch.equal(a, torch.zeros_like(a)) for a in s.alphas)
+    x, y = _batch()
+    s.step((x, y), (x, y))
+    assert all(torch.equal(a, torch.zeros_like(a)) for a in s.alphas)  # uniform weights, fixed
+
+
+def test_first_order_step_updates_alpha_and_weights_from_their_own_batches():
+    s = _searcher("--search_space", "s2")
+    before = [p.detach().clone() for p in s.alphas + s.w_params[:3]]
+    (x, y), (xv, yv) = _batch(seed=1), _batch(seed=2)
+    out = s.step((x, y), (xv, yv))
+    assert set(out) == {"arch_loss", "train_loss", "train_top1"}
+    assert all(not torch.equal(b, p) for b, p in zip(before, s.alphas + s.w_params[:3]))
+    # the alpha gradient is that of L_val alone (Eq. 1, outer problem; first order)
+    s2 = _searcher("--search_space", "s2")
+    F.cross_entropy(s2.model(xv), yv).backward()
+    assert torch.allclose(s.alphas[0].grad, s2.alphas[0].grad)
+
+
+def test_second_order_alpha_gradient_matches_direct_computation():
+    s = _searcher("--search_space", "s2", "--unrolled", seed=3)
+    s.model.double()
+    # Eq. (8)'s finite difference is exact to O(eps^2) for a smooth loss only: with ReLU, some of the
+    # super-net's units cross their kink within eps and the difference quotient jumps. Smooth them.
+    for m in list(s.model.modules()):
+        for name, child in m.named_children():
+            if isinstance(child, torch.nn.ReLU):
+                setattr(m, name, torch.nn.GELU())
+    (x, y), (xv, yv) = _batch(seed=4), _batch(seed=5)
+    x, xv = x.double(), xv.double()
+    F.cross_entropy(s.model(x), y).backward()  # one SGD step, so that w' has a momentum term
+    s.w_opt.step()
+    s.w_opt.zero_grad()
+    s.unrolled_alpha_grad(x, y, xv, yv)
+    ours = [a.grad.clone() for a in s.alphas]
+
+    # direct: d/d alpha of L_val(w'(alpha), alpha), differentiating through the unrolled step
+    xi, mu, wd = s.w_opt.param_groups[0]["lr"], s.args.momentum, s.args.weight_decay
+    names = [n for n, _ in s.model.named_parameters() if not n.startswith("alphas.")]
+    g = torch.autograd.grad(F.cross_entropy(s.model(x), y), s.w_params, create_graph=True)
+    w_prime = [p - xi * (mu * s.w_opt.state[p]["momentum_buffer"] + gi + wd * p) for p, gi in zip(s.w_params, g)]
+    val = F.cross_entropy(functional_call(s.model, dict(zip(names, w_prime)), (xv,)), yv)
+    direct = torch.autograd.grad(val, s.alphas)
+    first_order = torch.autograd.grad(F.cross_entropy(functional_call(
+        s.model, dict(zip(names, [w.detach() for w in w_prime])), (xv,)), yv), s.alphas)
+    for o, d, f in zip(ours, direct, first_order):
+        assert (o - d).norm() < 2e-3 * d.norm()
+        assert (f - d).norm() > 0.1 * d.norm()  # the second-order term is really there
+
+
+def test_sdarts_random_smoothing_and_epsilon_ramp():
+    s = _searcher("--method", "sdarts-rs", "--epochs", "10")
+    s.start_epoch(0)
+    assert s.epsilon == pytest.approx(0.03)
+    s.start_epoch(5)
+    assert s.epsilon == pytest.approx(0.03 + 0.27 * 0.5)
+    with torch.no_grad():
+        w = s.model.arch_weights()
+    noisy = s.random_smoothing(w)
+    for ct in w:
+        assert torch.allclose(noisy[ct].sum(-1), torch.ones(14)) and noisy[ct].min() >= 0
+        assert not torch.allclose(noisy[ct], w[ct])
+    s.start_tuning(0.0025)
+    s.start_epoch(7)
+    assert s.epsilon == 0.3  # tuning between decisions: the largest epsilon
+
+
+def test_clip_simplex():
+    t = torch.tensor([[0.5, 0.7, -0.2], [-0.1, -0.3, -0.2]])
+    assert torch.allclose(clip_simplex(t), torch.tensor([[0.5 / 1.2, 0.7 / 1.2, 0.0], [1.0, 0.0, 0.0]]))
+
+
+def test_sdarts_adversarial_weights_raise_the_loss_within_the_ball():
+    s = _searcher("--method", "sdarts-adv", "--search_space", "nb201", "--nb201_cells", "1")
+    s.epsilon = 0.3
+    x, y = _batch(8)
+    with torch.no_grad():
+        w = s.model.arch_weights()
+    adv = s.adversarial_weights(w, x, y)
+    assert s.model.training
+    s.model.eval()
+    with torch.no_grad():
+        clean, attacked = (F.cross_entropy(s.model(x, v), y).item() for v in (w, adv))
+    assert attacked > clean
+    assert torch.allclose(adv["cell"].sum(-1), torch.ones(6)) and adv["cell"].min() >= 0
+    assert (adv["cell"] - w["cell"]).abs().max() < 0.3 * 2  # clipped to the ball, then to the simplex
+
+
+# ---------------------------------------------------------------- selection (Sec. 4)
+
+class Planted(SuperNet):
+    """One edge, two ops. `none` outputs zeros and gets the large alpha; `skip_connect` carries the
+    class evidence (the input is a one-hot of the label) and gets the small alpha."""
+
+    def __init__(self):
+        super().__init__()
+        space = SearchSpace("planted", (("none", "skip_connect"),), (("none", "skip_connect"),), nb201=True)
+        self.edge = MixedOp(space, space.ops(False, 0), 10, 1)
+        self._init_arch(space, ("cell",), num_inputs=1, steps=1)
+        self.alphas["cell"].data = torch.tensor([[3.0, 0.0]])
+
+    def forward(self, x, weights=None, active=None):
+        weights = self.arch_weights() if weights is None else weights
+        active = self.active if active is None else active
+        return self.edge(x, weights["cell"][0], active["cell"][0]).flatten(1)
+
+
+def _planted_loader():
+    y = torch.arange(100) % 10
+    return _loader(F.one_hot(y, 10).float().view(100, 10, 1, 1), y, batch_size=32)
+
+
+@pytest.mark.parametrize("crit", ["acc", "loss"])
+def test_planted_supernet_perturbation_picks_the_indispensable_op_magnitude_does_not(crit):
+    loader = _planted_loader()
+    net = Planted()
+    scores = projection.op_strength(net, "cell", 0, loader, crit)
+    if crit == "acc":
+        assert scores == pytest.approx([100.0, 10.0])  # masking `none` costs nothing, masking skip everything
+    pt = projection.decide_op(net, "cell", 0, loader, Namespace(selection="pt", proj_crit=crit, amp=False))
+    mag = projection.decide_op(Planted(), "cell", 0, loader, Namespace(selection="mag", proj_crit=crit, amp=False))
+    assert pt["chosen"] == "skip_connect" and mag["chosen"] == "none"
+    assert net.arch_weights()["cell"].tolist() == [[0.0, 1.0]]  # the decided edge is one-hot
+
+
+def test_masking_changes_only_the_masked_weight_and_leaves_the_supernet_untouched():
+    s = _searcher("--search_space", "s2")
+    net = s.model
+    net.project_op("normal", 0, 1)
+    x, y = _batch(4)
+    loader = _loader(x, y)
+    state = {k: v.clone() for k, v in net.state_dict().items() if torch.is_tensor(v)}
+    seen = []
+    forward = net.forward
+    net.forward = lambda x, weights=None, active=None: seen.append((weights, active)) or forward(x, weights, active)
+    scores = projection.op_strength(net, "reduce", 5, loader)
+    del net.forward
+    with torch.no_grad():
+        base = net.arch_weights()
+    assert len(scores) == len(seen) == 2
+    for o, (w, active) in enumerate(seen):
+        expected = base["reduce"].clone()
+        expected[5, o] = 0
+        assert torch.equal(w["reduce"], expected) and torch.equal(w["normal"], base["normal"])
+        assert active["reduce"][5] == [1 - o] and active["normal"] == net.active["normal"]
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # BN statistics restored too
+    assert scores == projection.op_strength(net, "reduce", 5, loader)  # same batches every call
+
+
+def test_decided_edges_stay_one_hot_while_alpha_trains():
+    s = _searcher("--search_space", "s2")
+    s.model.project_op("normal", 3, 1)
+    s.model.remove_edge("reduce", 9)
+    a0 = s.model.alphas["normal"].detach().clone()
+    x, y = _batch()
+    for _ in range(2):
+        s.step((x, y), (x, y))
+    w = s.model.arch_weights()
+    assert w["normal"][3].tolist() == [0.0, 1.0] and w["reduce"][9].tolist() == [0.0, 0.0]
+    assert s.model.active["normal"][3] == [1] and s.model.active["reduce"][9] == []
+    assert not torch.equal(s.model.alphas["normal"][4], a0[4])  # undecided edges keep training
+    # the selection state travels in the model's state_dict
+    t = _searcher("--search_space", "s2", seed=9)
+    t.model.load_state_dict(s.model.state_dict())
+    assert t.model.decided == s.model.decided and t.model.removed == s.model.removed
+    assert torch.equal(t.model.arch_weights()["normal"], w["normal"])
+
+
+def test_topology_phase_keeps_exactly_two_inputs_per_node():
+    s = _searcher("--search_space", "s2", "--layers", "2")
+    net = s.model
+    x, y = _batch(8)
+    loader = _loader(x, y)
+    for ct in net.cell_types:
+        for e in range(net.num_edges):
+            net.project_op(ct, e, 1)
+    args = Namespace(selection="pt", proj_crit="acc", amp=False)
+    rec = projection.decide_topology(net, "normal", 5, loader, args, {})
+    assert len(rec["steps"]) == 3 and [len(st["scores"]) for st in rec["steps"]] == [5, 4, 3]
+    assert sum(not net.removed["normal"][e] for e in net.node_edges(5)) == 2
+    for st in rec["steps"]:  # each time the edge whose removal hurts least (highest accuracy) goes
+        assert st["removed"] == st["edges"][max(range(len(st["scores"])), key=lambda i: (st["scores"][i], -i))]
+    mag = projection.decide_topology(net, "reduce", 4, loader, Namespace(selection="mag"),
+                                     {("reduce", e): a for e, a in zip(net.node_edges(4), [0.3, 0.1, 0.5, 0.2])})
+    assert mag["kept"] == ["4<-0", "4<-2"]
+    for node in (3, 4, 5):
+        for ct in net.cell_types:
+            if not any(net.removed[ct][e] for e in net.node_edges(node)):
+                projection.decide_topology(net, ct, node, loader, args, {})
+    g = net.genotype()
+    for cell in (g.normal, g.reduce):
+        assert all(len(node) == 2 and node[0][1] != node[1][1] for node in cell.nodes)
+    kept = {(i, j) for e, (i, j) in enumerate(net.edges) if not net.removed["normal"][e]}
+    assert {(2 + n, j) for n, node in enumerate(g.normal.nodes) for _, j in node} == kept
+
+
+@pytest.mark.parametrize("intv", [0, 1, 3])
+def test_plan_decisions_and_tuning_epochs_follow_proj_intv(intv):
+    darts = build_supernet(parse_args(["--search_space", "s2", "--layers", "1", "--init_channels", "4"]), 10)
+    nb201 = build_supernet(parse_args(["--search_space", "nb201", "--nb201_cells", "1", "--init_channels", "4"]), 10)
+    for net, rounds in ((darts, 14 + 3), (nb201, 6)):
+        events = projection.plan(net, intv, seed=0)
+        kinds = [ev["kind"] for ev in events]
+        assert sum(k != "tune" for k in kinds) == rounds and kinds.count("tune") == (rounds - 1) * intv
+        assert kinds[0] != "tune" and kinds[-1] != "tune"
+        ops = [ev["targets"] for ev in events if ev["kind"] == "op"]
+        for ct in net.cell_types:  # every edge exactly once, in a random order
+            order = [t[ct] for t in ops]
+            assert sorted(order) == list(range(net.num_edges)) and order != sorted(order)
+    topo = [ev["targets"]["normal"] for ev in projection.plan(darts, intv, 0) if ev["kind"] == "topology"]
+    assert sorted(topo) == [3, 4, 5]
+    assert projection.plan(darts, intv, seed=0) == projection.plan(darts, intv, seed=0) != \
+        projection.plan(darts, intv, seed=1)
