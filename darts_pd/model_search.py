@@ -434,13 +434,13 @@ class Evolution:
 
     def _mutate(self, parents):
         p = parents[self._randint(len(parents))]
-        redraw = torch.rand(self.num_edges, generator=self.g) < self.mutation_prob
+        redraw = (torch.rand(self.num_edges, generator=self.g) < self.mutation_prob).tolist()
         genes = torch.randint(self.k, (self.num_edges,), generator=self.g).tolist()
         return tuple(genes[e] if redraw[e] else p[e] for e in range(self.num_edges))
 
     def _crossover(self, parents):
         p1, p2 = parents[self._randint(len(parents))], parents[self._randint(len(parents))]
-        pick = torch.rand(self.num_edges, generator=self.g) < 0.5
+        pick = (torch.rand(self.num_edges, generator=self.g) < 0.5).tolist()
         return tuple(p1[e] if pick[e] else p2[e] for e in range(self.num_edges))
 
     def _collect(self, make, n, new):

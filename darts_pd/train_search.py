@@ -61,10 +61,10 @@ STAGES = {
 }
 # Flags with one value per dataset: PC-DARTS' CIFAR / ImageNet search, and train.py's networks.
 DATASETS = {
-    "cifar": dict(K=4, arch_learning_rate=6e-4, begin=15, warmup_epochs=0, drop_path_prob=0.3,
+    "cifar": dict(K=4, arch_learning_rate=6e-4, arch_grad_clip=0.0, begin=15, warmup_epochs=0, drop_path_prob=0.3,
                   buckets=[0, 3.0, 3.5, 4.0, math.inf], eval_layers=EVAL_CIFAR["layers"],
                   eval_init_channels=EVAL_CIFAR["init_channels"]),
-    "imagenet": dict(K=2, arch_learning_rate=6e-3, begin=35, warmup_epochs=5, drop_path_prob=0.0,
+    "imagenet": dict(K=2, arch_learning_rate=6e-3, arch_grad_clip=5.0, begin=35, warmup_epochs=5, drop_path_prob=0.0,
                      buckets=[0, 5.0, 5.5, 6.0, math.inf], eval_layers=EVAL_IMAGENET["layers"],
                      eval_init_channels=EVAL_IMAGENET["init_channels"]),
 }
@@ -97,6 +97,8 @@ def get_parser():
     g.add_argument("--K", type=int, help="partial channels: 1/K of them enter the ops (4 CIFAR, 2 ImageNet)")
     g.add_argument("--arch_learning_rate", type=float, help="Adam on alpha and beta (6e-4 CIFAR, 6e-3 ImageNet)")
     g.add_argument("--arch_weight_decay", type=float, default=1e-3)
+    g.add_argument("--arch_grad_clip", type=float, help="alpha and beta gradient norm clip (0 = off; PC-DARTS' "
+                                                        "ImageNet search: 5, its CIFAR search: off)")
     g.add_argument("--begin", type=int, help="epochs with alpha and beta frozen (15 CIFAR, 35 ImageNet)")
     g.add_argument("--warmup_epochs", type=int, help="linear learning-rate warm-up (0 CIFAR, 5 ImageNet)")
     g = p.add_argument_group("stage 2: path-wise fair training of S'")
@@ -239,6 +241,9 @@ class Searcher:
                 loss_val = self.criterion(net(xv), yv)
             self.scaler.scale(loss_val).backward(inputs=self.arch)
             average(p.grad for p in self.arch)
+            if a.arch_grad_clip > 0:
+                self.scaler.unscale_(self.a_opt)
+                nn.utils.clip_grad_norm_(self.arch, a.arch_grad_clip)
             self.scaler.step(self.a_opt)
             out["valid_loss"] = loss_val.item()
         self.scaler.update()
@@ -505,8 +510,8 @@ class PathSearch:
         g = path_genotype(self.pruned, path)
         params, madds = self.cost(path)
         lo, hi = self.args.buckets[bucket], self.args.buckets[bucket + 1]
-        return {f"{self.args.fitness_data}_top1": self.evolution.fitness[path], "params_M": round(params, 4),
-                "mult_adds_M": round(madds, 2), "bucket_M": [lo, None if math.isinf(hi) else hi],
+        return {f"{self.args.fitness_data}_top1": self.evolution.fitness[path], "params_M": round(params, 6),
+                "mult_adds_M": round(madds, 4), "bucket_M": [lo, None if math.isinf(hi) else hi],
                 "path": list(path), **genotypes.to_dict(g), "text": str(g)}
 
     def state_dict(self):
@@ -536,7 +541,7 @@ def run_stage3(args, device):
             break
         best = evo.best()
         record = {"epoch": gen, "new": len(results), "evaluated": len(evo.fitness),
-                  "best_top1": best[0][2], "best_per_bucket": [{"bucket": b, "top1": f, "params_M": evo.cost(p)[0]}
+                  "best_top1": best[0][2], "best_per_bucket": [{"bucket": b, "top1": f, "params_M": round(evo.cost(p)[0], 6)}
                                                               for b, p, f in best]}
         metrics.write(record)
         save_checkpoint(save / "checkpoint.pt", {"search": search.state_dict(), "wall_time_s": time.time() - t0})
@@ -548,9 +553,10 @@ def run_stage3(args, device):
     if is_main():
         with (save / "paths.jsonl").open("w") as f:
             for p in evo.ranked():
-                b = evo.bucket(p)
-                f.write(json.dumps({"path": list(p), "bucket": b, "top1": evo.fitness[p], "params_M": evo.cost(p)[0],
-                                    "mult_adds_M": evo.cost(p)[1], "text": str(path_genotype(search.pruned, p))}) + "\n")
+                params, madds = evo.cost(p)
+                f.write(json.dumps({"path": list(p), "bucket": evo.bucket(p), "top1": evo.fitness[p],
+                                    "params_M": round(params, 6), "mult_adds_M": round(madds, 4),
+                                    "text": str(path_genotype(search.pruned, p))}) + "\n")
         (run / "genotypes.json").write_text(json.dumps({
             "method": "darts_pd", "fitness_data": a.fitness_data, "eval_layers": a.eval_layers,
             "eval_init_channels": a.eval_init_channels, "evaluated": len(evo.fitness), "seed": a.seed,
