@@ -64,9 +64,10 @@ class SearchCell(nn.Module):
     def forward(self, s0, s1, weights, edge_w):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
-        for i in range(STEPS):  # Eq. (2), each edge scaled by its normalised beta
-            states.append(sum(edge_w[e + j] * self.edges[e + j](h, weights[e + j]) for j, h in enumerate(states)))
-            e += len(states) - 1
+        for _ in range(STEPS):  # Eq. (2), each edge scaled by its normalised beta
+            s = sum(edge_w[e + j] * self.edges[e + j](h, weights[e + j]) for j, h in enumerate(states))
+            e += len(states)
+            states.append(s)
         return torch.cat(states[2:], dim=1)
 
 
@@ -152,8 +153,9 @@ def prune(alpha, beta, k):
 def random_pruned(k, seed):
     """An S' from random alpha and beta: an ablation of stage 1, and S' for stand-alone runs of stage 2."""
     g = torch.Generator().manual_seed(seed)
-    return Genotype(*(prune(torch.randn(NUM_EDGES, len(PRIMITIVES), generator=g), torch.randn(NUM_EDGES, generator=g), k)
-                      for _ in range(2)))
+    cells = [prune(torch.randn(NUM_EDGES, len(PRIMITIVES), generator=g), torch.randn(NUM_EDGES, generator=g), k)
+             for _ in range(2)]
+    return Genotype(*cells)
 
 
 # ---------------------------------------------------------------- stage 2: S' and its paths
@@ -357,8 +359,9 @@ class PathCost:
 
     def __init__(self, pruned, dataset, C, layers, num_classes, image_size):
         edges = pruned_edges(pruned)
-        skeleton = path_genotype(Genotype(*(Cell(tuple(tuple(("none", j) for _, j in n) for n in c.nodes), c.concat)
-                                            for c in (pruned.normal, pruned.reduce))), [0] * len(edges))
+        topology = path_genotype(pruned, [0] * len(edges))  # S' topology; then `none` on every edge
+        skeleton = Genotype(*(Cell(tuple(tuple(("none", j) for _, j in node) for node in c.nodes), c.concat)
+                              for c in (topology.normal, topology.reduce)))
         net = build_network(skeleton, dataset, C, layers, num_classes, auxiliary=False)
         shapes = []  # per cell: the shape of its two (preprocessed) inputs and of its nodes
         hooks = [h for cell in net.cells for h in (

@@ -60,7 +60,8 @@ def parse_args(argv=None):
     parser = get_parser()
     probe, _ = parser.parse_known_args(argv)
     imagenet = is_imagenet_like(probe.dataset)
-    parser.set_defaults(**{**(train_eval.IMAGENET if imagenet else train_eval.CIFAR), **(IMAGENET if imagenet else CIFAR)})
+    parser.set_defaults(**(train_eval.IMAGENET if imagenet else train_eval.CIFAR))
+    parser.set_defaults(**(IMAGENET if imagenet else CIFAR))
     args = parser.parse_args(argv)
     if args.index is not None or Path(args.arch).name == "genotypes.json":
         args.arch_file, args.index = args.arch, args.index or 0

@@ -162,6 +162,8 @@ def stage_args(args, stage):
     a.save = str(Path(a.run) / f"stage{stage}")
     if is_main():
         Path(a.save).mkdir(parents=True, exist_ok=True)
+    log.info("stage %d in %s: %s", stage, a.save,
+             " ".join(f"--{n} {getattr(a, n)}" for n in STAGES[profile(a.dataset)][stage]))
     return a
 
 
@@ -540,9 +542,9 @@ def run_stage3(args, device):
             log.info("generation %d: no new path within the buckets is left; stopping", gen + 1)
             break
         best = evo.best()
-        record = {"epoch": gen, "new": len(results), "evaluated": len(evo.fitness),
-                  "best_top1": best[0][2], "best_per_bucket": [{"bucket": b, "top1": f, "params_M": round(evo.cost(p)[0], 6)}
-                                                              for b, p, f in best]}
+        record = {"epoch": gen, "new": len(results), "evaluated": len(evo.fitness), "best_top1": best[0][2],
+                  "best_per_bucket": [{"bucket": b, "top1": f, "params_M": round(evo.cost(p)[0], 6)}
+                                      for b, p, f in best]}
         metrics.write(record)
         save_checkpoint(save / "checkpoint.pt", {"search": search.state_dict(), "wall_time_s": time.time() - t0})
         log.info("%s evaluated %d best %.2f%% (%s)", progress.line(gen).replace("epoch", "generation"),
