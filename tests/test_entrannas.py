@@ -14,6 +14,7 @@ from conftest import ROOT, SMALL, run
 from entrannas import consistency, train, train_search
 from entrannas.model_search import ChildNet, Network, dst_coefficients, engine_layers, sparsity_loss
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, and a busy machine makes them much slower."""
@@ -50,7 +51,8 @@ def test_dst_coefficients_hand_computed():
     # Eq. (9): the kept edges are normalised over their ops, the pruned edge stays zero.
     q_hat = dst_coefficients(alpha, torch.tensor(0.0), tau)
     assert torch.allclose(q_hat, torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [0, 0, 0]]), atol=1e-6)
-    # t = 0.3: q = [0.7, 0, 0], [0.4/0.7 - 0.3] * 2 + [0.2/0.7 - 0.3 < 0 -> 0], row 3 [0.4857-0.3, 0.4714-0.3 x2]
+    # t = 0.3 (beta = log(0.3 / 0.7)): q = [0.7, 0, 0], [0.4/0.7 - 0.3, 0.4/0.7 - 0.3, 0] (0.2/0.7 < 0.3),
+    # and the third edge comes back: [0.34/0.7 - 0.3, 0.33/0.7 - 0.3, 0.33/0.7 - 0.3]
     q_hat = dst_coefficients(alpha, torch.tensor(math.log(0.3 / 0.7)), tau)
     r3 = torch.tensor([0.34, 0.33, 0.33]) / 0.7 - 0.3
     assert torch.allclose(q_hat, torch.stack([torch.tensor([1.0, 0, 0]), torch.tensor([0.5, 0.5, 0]), r3 / r3.sum()]),
@@ -192,6 +194,8 @@ def test_bottleneck_reduces_op_channels():
     assert wide.cells[0].squeeze is None
     x = torch.randn(2, 3, 8, 8)
     assert wide(x).shape == narrow(x).shape == (2, 10)
+    ext = Network(8, 10, 3, space="entrannas_ext")  # Sec. 4.2: the extended space of 12 ops
+    assert len(ext.op_names) == 12 and ext.alpha_normal.shape == (14, 12) and ext(x).shape == (2, 10)
 
 
 def test_defaults_follow_the_paper():
