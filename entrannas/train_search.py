@@ -172,7 +172,7 @@ class Searcher:
                 paths = model.derive(name == "reduce")
                 record[f"edges_{name}"] = sum(len({i for i, _ in node}) for node in paths)
                 record[f"connections_{name}"] = sum(len(node) for node in paths)
-        if is_main():
+        if is_main() and self.args.save:
             folder = Path(self.args.save) / "genotypes"
             folder.mkdir(exist_ok=True)
             export(folder, self.genotype(), stem=f"epoch_{epoch:03d}", epoch=epoch)
