@@ -1,0 +1,220 @@
+"""EnTranNAS / EnTranNAS-DST search (Sec. 2, 4.2, 4.3).
+
+Every iteration: derive the sub-graph from the current alpha (no gradient), one architecture
+step on a validation batch (Adam on alpha, and beta for DST, with the sparsity term of Eq. 11),
+then one weight step on a training batch (SGD), first order as in DARTS. The temperature of
+Eq. (5) is annealed every epoch. Under torchrun the gradients are averaged across ranks, so
+every rank holds the same weights, alpha and beta.
+
+Usage:
+  python entrannas/train_search.py --data ~/data                         # EnTranNAS on CIFAR-10
+  python entrannas/train_search.py --data ~/data --dst --dst_lambda 0.1  # EnTranNAS-DST
+  torchrun --nproc_per_node 8 entrannas/train_search.py --dataset imagenet --data ~/imagenet --dst
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+if __package__ in (None, ""):  # run as `python entrannas/train_search.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.data import add_data_args, is_imagenet_like, search_loaders  # noqa: E402
+from common.genotypes import export  # noqa: E402
+from common.search import search_loop  # noqa: E402
+from common.utils import (accuracy, add_run_args, all_reduce_mean, amp_autocast, broadcast_params,  # noqa: E402
+                          die, get_device, init_distributed, is_main, log, set_seed, setup_run,
+                          world_size)
+from entrannas.model_search import ENGINE_PLACEMENTS, Network  # noqa: E402
+
+# Sec. 4.2 (CIFAR-10) and Sec. 4.3 (ImageNet); the rest of the defaults are shared.
+CIFAR = dict(batch_size=512, learning_rate=0.2, arch_learning_rate=6e-4, tau=5.0, tau_decay=0.923, dst_lambda=0.1)
+IMAGENET = dict(batch_size=1024, learning_rate=0.5, arch_learning_rate=6e-3, tau=5.0, tau_decay=0.923,
+                dst_lambda=0.2)
+IMAGENET_DST = dict(tau=1.0, tau_decay=0.9)
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description="EnTranNAS / EnTranNAS-DST search")
+    g = p.add_argument_group("search")
+    g.add_argument("--batch_size", type=int, help="global batch (512 CIFAR, 1024 ImageNet), split across ranks")
+    g.add_argument("--learning_rate", type=float, help="SGD learning rate of the weights (0.2 CIFAR, 0.5 ImageNet)")
+    g.add_argument("--learning_rate_min", type=float, default=0.0, help="end of the cosine schedule")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight_decay", type=float, default=3e-4)
+    g.add_argument("--grad_clip", type=float, default=5.0, help="weight gradient norm clip (DARTS; 0 = off)")
+    g.add_argument("--epochs", type=int, default=50)
+    g.add_argument("--init_channels", type=int, default=16)
+    g.add_argument("--layers", type=int, default=8, help="cells of the super-net (2 of them reduction cells)")
+    g.add_argument("--arch_learning_rate", type=float, help="Adam learning rate of alpha and beta (6e-4 / 6e-3)")
+    g.add_argument("--arch_weight_decay", type=float, default=1e-3)
+    g.add_argument("--arch_betas", type=float, nargs=2, default=(0.5, 0.999), help="Adam momenta of alpha and beta")
+    g.add_argument("--tau", type=float, help="initial temperature of Eq. (5) (5.0; 1.0 for DST on ImageNet)")
+    g.add_argument("--tau_decay", type=float, help="temperature factor per epoch (0.923; 0.9 for DST on ImageNet)")
+    g.add_argument("--search_space", default="darts_no_none", choices=["darts_no_none", "entrannas_ext"],
+                   help="the standard 7 ops or the extended 12 (Sec. 4.2)")
+    g.add_argument("--engine", default="first", choices=ENGINE_PLACEMENTS,
+                   help="which cells are Engine-cells (Table 1); all = DARTS")
+    g.add_argument("--feature_sharing", action=argparse.BooleanOptionalAction, default=True,
+                   help="one op instance per input node, outputs reused by later nodes (Sec. 2.3)")
+    g.add_argument("--bottleneck", type=int, default=4, help="channel reduction ratio before the ops (Sec. 2.5); 1 = off")
+    g.add_argument("--dst", action="store_true", help="EnTranNAS-DST: learnable thresholds and topology (Sec. 2.4)")
+    g.add_argument("--dst_lambda", type=float, help="lambda of the sparsity term of Eq. (11) (0.1 CIFAR, 0.2 ImageNet)")
+    add_run_args(p)
+    add_data_args(p, search=True)
+    return p
+
+
+def parse_args(argv=None):
+    """Parse with the defaults of the chosen dataset (Sec. 4.2 CIFAR-10, Sec. 4.3 ImageNet)."""
+    parser = get_parser()
+    probe, _ = parser.parse_known_args(argv)
+    profile = dict(CIFAR)
+    if is_imagenet_like(probe.dataset):
+        profile.update(IMAGENET, **(IMAGENET_DST if probe.dst else {}))
+    parser.set_defaults(**profile)
+    args = parser.parse_args(argv)
+    if args.bottleneck < 1:
+        die(f"--bottleneck must be at least 1 (1 = no bottleneck), not {args.bottleneck}")
+    if args.tau <= 0 or args.tau_decay <= 0:
+        die("--tau and --tau_decay must be positive")
+    if args.epochs < 1 or args.layers < 3 or args.init_channels < 1 or args.batch_size < world_size():
+        die("--epochs, --init_channels must be >= 1, --layers >= 3, --batch_size >= the number of processes")
+    return args
+
+
+def _average_gradients(params):
+    """Average the gradients of `params` over ranks in one flat all-reduce (no-op on one process)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world_size() > 1 and grads:
+        flat = all_reduce_mean(torch.cat([g.flatten() for g in grads]))
+        for g, f in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(f.view_as(g))
+
+
+class Searcher:
+    """The EnTranNAS search state: super-net, alpha (and beta), optimizers, schedules."""
+
+    def __init__(self, args, num_classes, device):
+        self.args, self.device = args, device
+        try:
+            self.model = Network(args.init_channels, num_classes, args.layers, args.search_space,
+                                 engine=args.engine, feature_sharing=args.feature_sharing,
+                                 bottleneck=args.bottleneck, dst=args.dst,
+                                 imagenet=is_imagenet_like(args.dataset)).to(device)
+        except ValueError as e:
+            die(str(e))
+        broadcast_params(self.model.parameters())  # one super-net on every rank
+        self.weights, self.arch = self.model.weight_parameters(), self.model.arch_parameters()
+        self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
+                                     weight_decay=args.weight_decay)
+        self.a_opt = torch.optim.Adam(self.arch, args.arch_learning_rate, betas=tuple(args.arch_betas),
+                                      weight_decay=args.arch_weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs, args.learning_rate_min)
+        amp = args.amp and device.type == "cuda"
+        self.w_scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        self.a_scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        self.criterion = nn.CrossEntropyLoss()
+
+    def start_epoch(self, epoch):
+        self.model.tau = self.args.tau * self.args.tau_decay ** epoch    # annealed temperature of Eq. (5)
+
+    def step(self, train_batch, valid_batch):
+        """One iteration: the architecture step (Eq. 11), then the weight step."""
+        args, model = self.args, self.model
+        model.train()
+        x_v, y_v = (t.to(self.device, non_blocking=True) for t in valid_batch)
+        x_t, y_t = (t.to(self.device, non_blocking=True) for t in train_batch)
+        out = {}
+
+        self.a_opt.zero_grad(set_to_none=True)
+        with amp_autocast(self.device, args.amp):
+            logits = model(x_v)
+            loss_val = self.criterion(logits, y_v)
+        loss = loss_val.float()
+        if args.dst:
+            sparsity = model.sparsity_loss()
+            loss = loss + args.dst_lambda * sparsity                      # Eq. (11)
+            out["sparsity"] = sparsity.item()
+        self.a_scaler.scale(loss).backward(inputs=self.arch)
+        _average_gradients(self.arch)
+        self.a_scaler.step(self.a_opt)
+        self.a_scaler.update()
+        out.update(valid_loss=loss_val.item(), valid_top1=accuracy(logits.detach(), y_v)[0])
+
+        self.w_opt.zero_grad(set_to_none=True)
+        with amp_autocast(self.device, args.amp):
+            logits = model(x_t)
+            loss = self.criterion(logits, y_t)
+        self.w_scaler.scale(loss).backward(inputs=self.weights)
+        _average_gradients(self.weights)
+        if args.grad_clip > 0:
+            self.w_scaler.unscale_(self.w_opt)
+            nn.utils.clip_grad_norm_(self.weights, args.grad_clip)
+        self.w_scaler.step(self.w_opt)
+        self.w_scaler.update()
+        out.update(train_loss=loss.item(), train_top1=accuracy(logits.detach(), y_t)[0])
+        return out
+
+    def end_epoch(self, epoch, valid_queue):
+        """Per-epoch records: learning rate, temperature, alpha (and beta, thresholds, edges for DST)."""
+        model = self.model
+        record = {"lr": self.scheduler.get_last_lr()[0], "tau": model.tau}
+        self.scheduler.step()
+        for name in ("normal", "reduce"):
+            record[f"alpha_{name}"] = getattr(model, f"alpha_{name}").tolist()
+            if self.args.dst:
+                beta = getattr(model, f"beta_{name}")
+                record[f"beta_{name}"] = beta.tolist()
+                record[f"threshold_{name}"] = torch.sigmoid(beta).tolist()
+                paths = model.derive(name == "reduce")
+                record[f"edges_{name}"] = sum(len({i for i, _ in node}) for node in paths)
+                record[f"connections_{name}"] = sum(len(node) for node in paths)
+        if is_main() and self.args.save:
+            folder = Path(self.args.save) / "genotypes"
+            folder.mkdir(exist_ok=True)
+            export(folder, self.genotype(), stem=f"epoch_{epoch:03d}", epoch=epoch)
+        return record
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "tau": self.model.tau, "w_opt": self.w_opt.state_dict(),
+                "a_opt": self.a_opt.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "w_scaler": self.w_scaler.state_dict(), "a_scaler": self.a_scaler.state_dict()}
+
+    def load_state_dict(self, d):
+        self.model.load_state_dict(d["model"])
+        self.model.tau = d["tau"]
+        self.w_opt.load_state_dict(d["w_opt"])
+        self.a_opt.load_state_dict(d["a_opt"])
+        self.scheduler.load_state_dict(d["scheduler"])
+        self.w_scaler.load_state_dict(d["w_scaler"])
+        self.a_scaler.load_state_dict(d["a_scaler"])
+
+    def genotype(self):
+        return self.model.genotype()
+
+
+def main(argv=None):
+    """Run a search; returns the Searcher."""
+    args = parse_args(argv)
+    init_distributed(args.device)
+    device = get_device(args.device)
+    set_seed(args.seed, args.deterministic)  # the same seed on every rank: the same initial super-net
+    save = setup_run(args, "search-entrannas")
+    train_queue, valid_queue, num_classes = search_loaders(args)
+    searcher = Searcher(args, num_classes, device)
+    log.info("super-net: %.3fM weights, Engine-cells at layers %s, %d process(es)",
+             sum(p.numel() for p in searcher.weights) / 1e6, sorted(searcher.model.engines), world_size())
+    method = "EnTranNAS-DST" if args.dst else "EnTranNAS"
+    search_loop(args, searcher, train_queue, valid_queue, save, device, method=method,
+                search_space=args.search_space, engine=args.engine, feature_sharing=args.feature_sharing,
+                bottleneck=args.bottleneck, **({"dst_lambda": args.dst_lambda} if args.dst else {}))
+    return searcher
+
+
+if __name__ == "__main__":
+    main()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
