@@ -157,9 +157,9 @@ class Searcher:
         if differentiable and m != 0:
             # h_i = sum_j d L_CE(C without C_j) / d alpha_i: the part through the cells before each
             # run's first cell goes back through the shared forward.
-            starts = [k for k in range(1, n) if G[k] is not None]
-            h_before = torch.autograd.grad([outputs[k] for k in starts], self.alphas[:n - 1],
-                                           grad_outputs=[G[k] for k in starts])
+            cuts = [k for k in range(1, n) if G[k] is not None]
+            h_before = torch.autograd.grad([outputs[k] for k in cuts], self.alphas[:n - 1],
+                                           grad_outputs=[G[k] for k in cuts])
             for i, hb in enumerate(h_before):
                 h[i] = h[i] + hb
             # d L_AB^i / d alpha_i with d MC_i / d alpha_i = g_i (L_CE(C without C_i) has no alpha_i)

@@ -48,7 +48,8 @@ def _batch(seed=1):
 def test_losses_on_hand_computed_values():
     alpha = torch.tensor([[0.0, math.log(3.0)]])  # sigmoid: 0.5, 0.75
     assert zero_one_loss(alpha).item() == pytest.approx(-(0 + 0.25 ** 2) / 2)  # Eq. (3)
-    mc, l_ab = ablation_loss(torch.tensor(1.0, dtype=torch.float64), torch.tensor([1.5, 1.2, 0.9], dtype=torch.float64))
+    f64 = torch.float64
+    mc, l_ab = ablation_loss(torch.tensor(1.0, dtype=f64), torch.tensor([1.5, 1.2, 0.9], dtype=f64))
     assert mc.tolist() == pytest.approx([-0.5, -0.2, 0.1])  # Eq. (6)
     assert l_ab.tolist() == pytest.approx([1.5, 0.0, -1.5])  # Eq. (7): mean(MC) = -0.2
     mc, l_ab = ablation_loss(torch.tensor(1.0), torch.tensor([1.5, 0.5]))
