@@ -1,0 +1,260 @@
+"""D-DARTS: per-cell search, the losses of Eq. 3-9, parsing, Alg. 1, the scripts end to end."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.genotypes import Cell, Genotype, GenotypeError, load
+from common.utils import MetricsLog
+from conftest import SMALL, run
+from d_darts import train, train_search
+from d_darts.model import derive_layers, derived_layout
+from d_darts.model_search import (PASS_THROUGH, PRIMITIVES, ablation_loss, parse_cell, parse_genotype, total_loss,
+                                  zero_one_loss)
+from d_darts.train_search import Searcher, parse_args
+
+TINY = ["--layers", "3", "--init_channels", "4", "--batch_size", "4"]
+OP = {name: i for i, name in enumerate(PRIMITIVES)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: a second thread only adds synchronisation, and on a busy machine
+    OpenMP's waiting makes two threads many times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _searcher(*flags, seed=0):
+    torch.manual_seed(seed)
+    s = Searcher(parse_args([*TINY, *flags]), 5, torch.device("cpu"))
+    with torch.no_grad():
+        for a in s.alphas:
+            a.normal_(0, 1)  # away from the zero init, where every L01 gradient vanishes
+    return s
+
+
+def _batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 5, (4,), generator=g)
+
+
+# ---------------------------------------------------------------- losses (Eq. 3, 6-9)
+
+def test_losses_on_hand_computed_values():
+    alpha = torch.tensor([[0.0, math.log(3.0)]])  # sigmoid: 0.5, 0.75
+    assert zero_one_loss(alpha).item() == pytest.approx(-(0 + 0.25 ** 2) / 2)  # Eq. (3)
+    f64 = torch.float64
+    mc, l_ab = ablation_loss(torch.tensor(1.0, dtype=f64), torch.tensor([1.5, 1.2, 0.9], dtype=f64))
+    assert mc.tolist() == pytest.approx([-0.5, -0.2, 0.1])  # Eq. (6)
+    assert l_ab.tolist() == pytest.approx([1.5, 0.0, -1.5])  # Eq. (7): mean(MC) = -0.2
+    mc, l_ab = ablation_loss(torch.tensor(1.0), torch.tensor([1.5, 0.5]))
+    assert mc.tolist() == [-0.5, 0.5] and l_ab.tolist() == [0.0, 0.0]  # mean(MC) = 0
+    assert total_loss(2.0, -0.1, 1.5, 7.0, 0.5) == pytest.approx(2.0 - 0.7 + 0.75)  # Eq. (9)
+
+
+def _brute_force_grads(s, x, y, seed):
+    """d L_T^i / d alpha_i straight from Eq. (3), (6), (7), (9): every ablated network run in full
+    with its graph, the same random weights for the removed cells."""
+    torch.manual_seed(seed)
+    n, w01, w_abl = len(s.alphas), s.args.w01, s.args.w_abl
+    L_minus = torch.stack([F.cross_entropy(s.net(x, ablated=j), y) for j in range(n)])
+    L = F.cross_entropy(s.net(x), y)
+    mc = L - L_minus
+    l_ab = (mc - mc.mean()) / mc.mean()
+    return [torch.autograd.grad(L + w01 * zero_one_loss(s.alphas[i]) + w_abl * l_ab[i], s.alphas[i],
+                                retain_graph=True)[0] for i in range(n)]
+
+
+def test_gradients_of_each_cells_total_loss():
+    x, y = _batch()
+    lf = _searcher("--w_abl", "0")
+    g_lf, out_lf = lf.arch_gradients(x, y)
+    assert out_lf["mc"] is None
+
+    const = _searcher("--ablation_loss", "constant")
+    g_const, out = const.arch_gradients(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(g_lf, g_const))  # L_AB is a number: no gradient through it
+    assert torch.allclose(out["l_t"], total_loss(out["L"], out["l01"], out["l_ab"], 7.0, 0.5))
+    assert out["mc"].abs().min() > 0 and out["l_ab"].abs().max() > 0
+
+    diff = _searcher()
+    torch.manual_seed(5)
+    g_diff, _ = diff.arch_gradients(x, y)
+    expected = _brute_force_grads(diff, x, y, seed=5)
+    for gd, ge, gl in zip(g_diff, expected, g_lf):
+        assert torch.allclose(gd, ge, rtol=1e-4, atol=1e-6)  # exactly d L_T^i / d alpha_i
+        assert (gd - gl).abs().max() > 1e-3 * gl.abs().max()  # and L_AB's part reaches alpha
+
+    amp = _searcher("--amp")  # --amp is a no-op on a CPU
+    torch.manual_seed(5)
+    assert all(torch.equal(a, b) for a, b in zip(amp.arch_gradients(x, y)[0], g_diff))
+
+
+@pytest.mark.parametrize("flags, graph_forwards, runs", [(["--w_abl", "0"], 1, 1),
+                                                          (["--ablation_loss", "constant"], 1, 4),
+                                                          ([], 1, 5)])
+def test_one_shared_forward_and_cell_wise_optimizers(flags, graph_forwards, runs):
+    s = _searcher(*flags, "--arch_learning_rate", "0.05")
+    for i, opt in enumerate(s.cell_optimizers):
+        assert [p for group in opt.param_groups for p in group["params"]] == [s.alphas[i]]
+        opt.param_groups[0]["lr"] = 0.05 if i == 1 else 0.0
+    calls = {"stem_graph": 0, "classifier": 0}
+    s.net.stem.register_forward_hook(lambda *_: calls.__setitem__("stem_graph", calls["stem_graph"]
+                                                                  + torch.is_grad_enabled()))
+    s.net.classifier.register_forward_hook(lambda *_: calls.__setitem__("classifier", calls["classifier"] + 1))
+    alphas = [a.detach().clone() for a in s.alphas]
+    weights = [w.detach().clone() for w in s.weights]
+    out = s.arch_step(*_batch())
+    assert calls == {"stem_graph": graph_forwards, "classifier": runs}
+    # every cell's loss uses the one L_CE of the shared forward
+    assert torch.allclose(out["l_t"] - s.args.w01 * out["l01"] - s.args.w_abl * out["l_ab"], out["L"].expand(3))
+    assert [not torch.equal(a, b) for a, b in zip(alphas, s.alphas)] == [False, True, False]
+    assert all(torch.equal(a, b) for a, b in zip(weights, s.weights))  # the architecture step moves no weight
+
+
+# ---------------------------------------------------------------- parsing (Sec. 5.1)
+
+def _cell_weights(entries):
+    w = [[0.1] * len(PRIMITIVES) for _ in range(14)]
+    for (edge, op), v in entries.items():
+        w[edge][OP[op]] = v
+    return w
+
+
+# edges 0-1: node 2; 2-4: node 3; 5-8: node 4; 9-13: node 5 (inputs in order)
+HAND = _cell_weights({
+    (0, "sep_conv_3x3"): 0.9, (0, "max_pool_3x3"): 0.85, (1, "skip_connect"): 0.95,  # node 2
+    (4, "dil_conv_3x3"): 0.7,  # node 3: nothing above the threshold, so it is dropped
+    (5, "dil_conv_5x5"): 0.8, (6, "avg_pool_3x3"): 0.81, (8, "sep_conv_5x5"): 0.99,  # node 4; 8 reads node 3
+    (10, "sep_conv_3x3"): 0.9, (10, "dil_conv_3x3"): 0.9, (13, "skip_connect"): 0.9,  # node 5: ties
+})
+
+
+def test_sparse_parsing():
+    cell = parse_cell(HAND, "sparse", 0.8)
+    # node 4: its two best edges read node 3 (dropped) and input 1; input 0 (0.8) is third.
+    # node 5: tied edges -> both; tied ops on edge 10 -> the lower op index. Node 5 becomes state 4.
+    assert cell == Cell(((("sep_conv_3x3", 0), ("skip_connect", 1)), (("avg_pool_3x3", 1),),
+                         (("sep_conv_3x3", 1), ("skip_connect", 3))), (2, 3, 4))
+    assert parse_cell(HAND, "sparse", 0.95) == Cell(((("skip_connect", 1),),), (2,))  # 0.95 is kept
+
+
+def test_edge_parsing():
+    cell = parse_cell(HAND, "edge", 0.8)
+    assert cell == Cell(((("sep_conv_3x3", 0), ("max_pool_3x3", 0), ("skip_connect", 1)),
+                         (("dil_conv_5x5", 0), ("avg_pool_3x3", 1)),
+                         (("sep_conv_3x3", 1), ("dil_conv_3x3", 1), ("skip_connect", 3))), (2, 3, 4))
+    # at 0.86 node 4 loses its last input too, and node 5 the op that read it
+    assert parse_cell(HAND, "edge", 0.86) == Cell(((("sep_conv_3x3", 0), ("skip_connect", 1)),
+                                                   (("sep_conv_3x3", 1), ("dil_conv_3x3", 1))), (2, 3))
+
+
+def test_darts_parsing():
+    cell = parse_cell(HAND, "darts", 0.8)  # no threshold: two edges per node, ties to the lower index
+    assert cell == Cell(((("sep_conv_3x3", 0), ("skip_connect", 1)), (("max_pool_3x3", 0), ("dil_conv_3x3", 2)),
+                         (("avg_pool_3x3", 1), ("sep_conv_5x5", 3)), (("sep_conv_3x3", 1), ("skip_connect", 4))),
+                        (2, 3, 4, 5))
+
+
+def test_empty_nodes_cascade_and_empty_cells_pass_through(tmp_path):
+    chain = _cell_weights({(4, "sep_conv_3x3"): 0.9})  # node 3 reads only node 2, which has no input
+    assert parse_cell(chain, "sparse", 0.8) is None and parse_cell(chain, "edge", 0.8) is None
+    g = parse_genotype([HAND, chain, chain], (1, 2), "sparse", 0.8)
+    assert g.kind == "per_cell" and g.reductions == (1, 2) and g.cells[1:] == (PASS_THROUGH, PASS_THROUGH)
+    assert g.meta["pass_through_cells"] == [1, 2]
+    g.validate()
+
+
+# ---------------------------------------------------------------- Alg. 1
+
+def test_derive_layers_by_hand():
+    assert derive_layers(8, 14) == [0, 1, 0, 1, 2, 4, 3, 4, 3, 5, 6, 7, 6, 7]
+    assert derive_layers(8, 20) == [0, 1, 0, 1, 0, 1, 2, 4, 3, 4, 3, 4, 3, 5, 6, 7, 6, 7, 6, 7]
+    assert derive_layers(6, 9) == [0, 1, 0, 2, 3, 3, 4, 5, 5]
+    assert derive_layers(5, 8) == [0, 0, 1, 2, 2, 3, 4, 4]
+    assert derive_layers(8, 8) == list(range(8)) and derive_layers(8, 5) == list(range(5))
+    with pytest.raises(GenotypeError, match="second third"):
+        derive_layers(4, 6)
+
+
+def _distinct_cells(n):
+    """n cells told apart by their number of nodes (1..4), hence their output channels."""
+    return tuple(Cell(tuple((("sep_conv_3x3", 0),) for _ in range(1 + i % 4)), tuple(range(2, 3 + i % 4)))
+                 for i in range(n))
+
+
+def test_deeper_network_copies_cells_by_alg1():
+    g = Genotype(cells=_distinct_cells(8), reductions=(2, 5))
+    layout = derived_layout(g, 14)
+    assert [i for i, (_, red) in enumerate(layout) if red] == [14 // 3, 2 * 14 // 3]
+    args = train.train_eval.parse_args(["--arch", "x", "--layers", "14", "--init_channels", "4"],
+                                       cifar=train.CIFAR)
+    net = train.build(g, 10, args)
+    assert [c.multiplier for c in net.cells] == [1 + c % 4 for c in derive_layers(8, 14)]
+    with pytest.raises(GenotypeError, match="reduction cells at 2 and 5"):
+        derived_layout(Genotype(cells=g.cells, reductions=(3, 5)), 14)
+
+
+# ---------------------------------------------------------------- scripts
+
+def test_defaults_and_bad_flags():
+    a = parse_args([])
+    assert (a.batch_size, a.epochs, a.init_channels, a.layers, a.learning_rate, a.learning_rate_min) == \
+        (72, 50, 16, 8, 0.005, 0.001)
+    assert (a.arch_learning_rate, a.arch_weight_decay, a.w01, a.w_abl, a.threshold, a.parse, a.ablation_loss) == \
+        (3e-3, 1e-3, 7.0, 0.5, 0.8, "sparse", "differentiable")
+    e = train.train_eval.parse_args(["--arch", "x"], cifar=train.CIFAR, imagenet=train.IMAGENET)
+    assert (e.epochs, e.batch_size, e.learning_rate, e.layers, e.drop_path_prob, e.auxiliary, e.cutout) == \
+        (600, 96, 0.025, 8, 0.2, True, True)
+    for bad in (["--layers", "2"], ["--threshold", "1.5"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+SEARCH = [*SMALL, "--image_size", "8", "--subset", "16", "--batch_size", "8", "--init_channels", "4"]
+
+
+def test_search_then_train_end_to_end(tmp_path):
+    save = tmp_path / "search"
+    run(["d_darts/train_search.py", *SEARCH, "--layers", "5", "--epochs", "1", "--save", save])
+    for stem in ("genotype", "genotype_sparse", "genotype_edge", "genotype_darts"):
+        assert (save / f"{stem}.json").exists() and (save / f"{stem}.dot").exists()
+    assert json.loads((save / "genotype.json").read_text())["parse"] == "sparse"
+    record = MetricsLog.read(save / "metrics.jsonl")[0]
+    assert len(record["mc"]) == len(record["l_ab"]) == 5
+    assert [len(record["sigmoid_alpha"]), len(record["sigmoid_alpha"][0]), len(record["sigmoid_alpha"][0][0])] == \
+        [5, 14, 7]
+    g = load(save / "genotype_darts.json")
+    assert len(g.cells) == 5 and g.reductions == (1, 3)
+    # 8 layers from the 5 searched cells by Alg. 1
+    model = train.main(["--arch", str(save / "genotype_darts.json"), *SEARCH, "--layers", "8", "--epochs", "1",
+                        "--save", str(tmp_path / "eval")])
+    assert len(model.cells) == 8 and [c.multiplier for c in model.cells] == [4] * 8
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["layers"] == 8
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+    flags = [*SEARCH, *TINY[:2], "--epochs", "2"]
+    full = train_search.main([*flags, "--save", str(tmp_path / "full")])
+    step = Searcher.step
+    calls = []
+
+    def crash_in_second_epoch(self, *batches):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return step(self, *batches)
+
+    monkeypatch.setattr(Searcher, "step", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_search.main([*flags, "--save", str(tmp_path / "crash")])
+    monkeypatch.setattr(Searcher, "step", step)
+    resumed = train_search.main([*flags, "--save", str(tmp_path / "crash"), "--resume"])
+    a, b = full.state_dict()["net"], resumed.state_dict()["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert MetricsLog.read(tmp_path / "full" / "metrics.jsonl") == MetricsLog.read(tmp_path / "crash" / "metrics.jsonl")
