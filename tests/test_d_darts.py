@@ -19,16 +19,6 @@ TINY = ["--layers", "3", "--init_channels", "4", "--batch_size", "4"]
 OP = {name: i for i, name in enumerate(PRIMITIVES)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation, and on a busy machine
-    OpenMP's waiting makes two threads many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _searcher(*flags, seed=0):
     torch.manual_seed(seed)
     s = Searcher(parse_args([*TINY, *flags]), 5, torch.device("cpu"))

@@ -18,15 +18,6 @@ from darts_pt.train_search import Searcher, build_supernet, clip_simplex, parse_
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only spin on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _searcher(*flags, seed=0):
     torch.manual_seed(seed)
     args = parse_args(["--layers", "3", "--init_channels", "4", "--device", "cpu", *flags])

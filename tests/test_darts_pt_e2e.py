@@ -14,15 +14,6 @@ from darts_pt import projection, train, train_search
 TINY = [*SMALL, "--image_size", "8", "--subset", "16", "--batch_size", "8", "--init_channels", "4", "--epochs", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only spin on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def darts_run(tmp_path_factory):
     """A DARTS super-net searched from the command line, then selected with --proj_intv 1."""

@@ -15,15 +15,6 @@ from entrannas import consistency, train, train_search
 from entrannas.model_search import ChildNet, Network, dst_coefficients, engine_layers, sparsity_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and a busy machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = [*SMALL, "--image_size", "8", "--subset", "32", "--layers", "3", "--init_channels", "4", "--batch_size", "8"]
 
 

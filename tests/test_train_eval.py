@@ -10,7 +10,7 @@ import torch
 
 from common import train_eval
 from common.utils import MetricsLog
-from conftest import ROOT, SMALL, run
+from conftest import ENV, ROOT, SMALL, run
 
 TINY = ["--arch", "DARTS_V2", *SMALL, "--subset", "64", "--batch_size", "16", "--layers", "3",
         "--init_channels", "4", "--deterministic"]
@@ -63,7 +63,7 @@ def test_resume_after_kill_is_exact(tmp_path):
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "common.train_eval", *args, "--save", str(killed)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                            env=ENV)
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 300
     while not (metrics.exists() and metrics.read_text().count("\n") >= 1) and time.time() < deadline:
