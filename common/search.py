@@ -12,6 +12,7 @@ A method supplies a *searcher*, an object with:
 import json
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -65,10 +66,14 @@ def search_loop(args, searcher, train_queue, valid_queue, save, device, method, 
         cost = search_cost(time.time() - t0, device)
         export(save, genotype, method=method, epochs=args.epochs, seed=args.seed, dataset=args.dataset,
                **cost, **meta)
-        (save / "summary.json").write_text(json.dumps(
-            {"method": method, "genotype": str(genotype), "epochs": args.epochs, **cost}, indent=1) + "\n")
+        write_summary(save, cost, method=method, genotype=str(genotype), epochs=args.epochs)
     log.info("final genotype %s", genotype)
     return genotype
+
+
+def write_summary(save, cost, **info):
+    """`summary.json` of a finished search stage; run_all.sh sums the costs of every stage it finds."""
+    (Path(save) / "summary.json").write_text(json.dumps({**info, **cost}, indent=1) + "\n")
 
 
 def search_cost(seconds, device):

@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as `python darts_pd/train_search.py`
 from common import genotypes  # noqa: E402
 from common.data import (add_data_args, class_fraction_split, get_dataset, is_imagenet_like, num_classes,  # noqa: E402
                          search_loaders, transforms)
-from common.search import search_loop  # noqa: E402
+from common.search import search_cost, search_loop, write_summary  # noqa: E402
 from common.train_eval import evaluate, lr_factor  # noqa: E402
 from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, die,  # noqa: E402
                           gather_rng_states, get_device, init_distributed, is_main, load_checkpoint, log, rank,
@@ -416,6 +416,8 @@ def run_stage2(args, device):
                                                  "wall_time_s": time.time() - t0, "rng": gather_rng_states()})
         log.info("%s %s", progress.line(epoch), " ".join(f"{n} {v:.4g}" for n, v in record.items() if n != "epoch"))
     trainer.save(save / "supernet.pt", num_classes)
+    if is_main():
+        write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 2", epochs=a.epochs)
     barrier()
     return trainer
 
@@ -563,6 +565,8 @@ def run_stage3(args, device):
             "method": "darts_pd", "fitness_data": a.fitness_data, "eval_layers": a.eval_layers,
             "eval_init_channels": a.eval_init_channels, "evaluated": len(evo.fitness), "seed": a.seed,
             "dataset": a.dataset, "genotypes": [{"index": i, **e} for i, e in enumerate(entries)]}, indent=1) + "\n")
+        write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 3",
+                      evaluated=len(evo.fitness))
         best = entries[0]
         genotypes.export(run, path_genotype(search.pruned, tuple(best["path"])), method="darts_pd", seed=a.seed,
                          dataset=a.dataset, **{n: v for n, v in best.items() if n.endswith(("top1", "_M"))})

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
-from common.search import batches
+from common.search import batches, search_cost, write_summary
 from common.utils import (AverageMeter, MetricsLog, add_run_args, amp_autocast, die, gather_rng_states, get_device,
                           init_distributed, load_checkpoint, log, rank, resume_state, save_checkpoint, set_rng_state,
                           set_seed, setup_run)
@@ -84,9 +84,11 @@ def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=
     sees the same batches, augmentations and noise draws (`seed`), so scores differ only by the
     masking."""
     device = next(model.parameters()).device
-    saved = [b.clone() for b in model.buffers()]
+    buffers = list(model.buffers())
+    saved = [b.clone() for b in buffers]
     was_training = model.training
-    model.train()
+    if not was_training:  # train() walks every module of the super-net: only when needed
+        model.train()
     loader.sampler.set_epoch(0)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -100,9 +102,10 @@ def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=
             sums[2] += len(y)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(sums)
-    for b, s in zip(model.buffers(), saved):
+    for b, s in zip(buffers, saved):
         b.copy_(s)
-    model.train(was_training)
+    if not was_training:
+        model.eval()
     return (100 * sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 
@@ -325,6 +328,8 @@ def main(argv=None):
     if rank() == 0:
         (save / "decisions.json").write_text(json.dumps(rounds, indent=1) + "\n")
         export(save, genotype, **meta)
+        write_summary(save, search_cost(time.time() - t0, device), method=meta["method"], genotype=str(genotype),
+                      rounds=len(rounds))
     log.info("final genotype %s", genotype)
     return genotype
 
