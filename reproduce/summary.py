@@ -125,11 +125,14 @@ def markdown(table):
             f"{','.join(t['trained_on'])} (paper: {t['dataset']})"
         cells = " ".join(f"[{i + 1}]({d})" for i, d in enumerate(t["drawings"]))
         lines.append(f"| {t['method']} | {t['row']} | {data} | {runs} | {err} | {_f(t['test_error_best'])} | "
-                     f"{_f(t['params_M'])} | {_f(t['mult_adds_M'], 1)} | {_f(t['search_hours'], 3)} "
+                     f"{_f(t['params_M'], 3)} | {_f(t['mult_adds_M'], 1)} | {_f(t['search_hours'], 3)} "
                      f"({','.join(t['devices'])}) | {_f(t['search_gpu_hours'], 3)} | "
                      f"{_f(t['search_peak_memory_MB'], 0)} | {perr} | {_f(p.get('params_M'))} | "
                      f"{_f(p.get('mult_adds_M'), 0)} | {_f(p.get('search_cost_gpu_days'))} | "
                      f"{_f(p.get('search_memory_GB'), 1)} | {p.get('source', 'not in the paper')} | {cells} |")
+    if any(d.endswith(".dot") for t in table for d in t["drawings"]):
+        lines += ["", "The cells are linked as DOT files: graphviz' `dot` program was not installed when they were "
+                  "drawn (`dot -Tsvg FILE -o FILE.svg` renders one)."]
     return "\n".join(lines) + "\n"
 
 
