@@ -22,9 +22,10 @@ from msg_das.model_search import DropBlockIdentity, MixedOp, Network, gumbel_noi
 TINY = [*SMALL, "--image_size", "8", "--layers", "3", "--init_channels", "4", "--batch_size", "16"]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Bit-identical arithmetic with a subprocess started with OMP_NUM_THREADS=1."""
+    """One thread: these tiny networks gain nothing from two (on a shared machine they lose a lot),
+    and the resume test compares with a subprocess started with OMP_NUM_THREADS=1 bit for bit."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -152,9 +153,12 @@ def test_teacher_pass_keeps_no_graph_and_is_skipped_at_lambda_zero():
     s = _searcher("--epochs", "3")
     saved = []
     x = torch.randn(4, 3, 8, 8)
+    before = {k: v.clone() for k, v in s.net.state_dict().items()}
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         p = s.soft_labels(x)
     assert saved == [] and not p.requires_grad and p.grad_fn is None  # nothing kept for backward
+    after = s.net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # BN statistics untouched
     assert torch.allclose(p.sum(1), torch.ones(4))
 
     batch = (x, torch.randint(10, (4,)))
@@ -246,19 +250,18 @@ def _easy_loaders(n, size=8, seed=0):
 
 
 def test_search_learns_and_writes_a_genotype_that_trains(tmp_path):
-    args = train_search.parse_args([*TINY, "--epochs", "4", "--learning_rate", "0.05", "--save", str(tmp_path / "s")])
+    args = train_search.parse_args([*TINY, "--epochs", "3", "--learning_rate", "0.05", "--save", str(tmp_path / "s")])
     torch.manual_seed(0)
     save = setup_run(args, "t")
     train_q, valid_q = _easy_loaders(640)
     g = search_loop(args, train_search.Searcher(args, 10, torch.device("cpu")), train_q, valid_q, save,
                     torch.device("cpu"), method="msg_das")
     m = MetricsLog.read(save / "metrics.jsonl")
-    # the derived cell, validated on 320 images each epoch: chance is 10% (+-1.7%); the first epoch has
-    # the weights barely trained and alpha at zero, later ones clearly above chance
+    # the derived cell, validated on 320 images after every epoch: chance is 10% +- 1.7%
     top1 = [r["valid_top1"] for r in m]
-    assert max(top1) > 40 and min(top1[1:]) > 18 and max(top1[1:]) > top1[0], top1
+    assert min(top1) > 18 and max(top1) > 30, top1
     assert all(len(r["alpha_normal"]) == 14 and len(r["alpha_normal"][0]) == 8 for r in m)  # alpha per epoch
-    assert [r["tau"] for r in m] == [10, 7, 4, 1] and m[0]["lambda_guide"] == 0
+    assert [r["tau"] for r in m] == [10, 5.5, 1] and m[0]["lambda_guide"] == 0
     assert load(str(save / "genotype.json")) == g and (save / "genotype.dot").exists()
     assert all(op != "none" and len(node) == 2 for c in (g.normal, g.reduce) for node in c.nodes for op, _ in node)
     model = msg_train.main(["--arch", str(save / "genotype.json"), *SMALL, "--image_size", "8", "--subset", "32",
@@ -268,8 +271,8 @@ def test_search_learns_and_writes_a_genotype_that_trains(tmp_path):
     assert summary["genotype"] == str(g) and summary["params_M"] > 0 and model.auxiliary_head is not None
 
 
-def test_resume_after_kill_gives_the_same_alpha_and_genotype(tmp_path, one_thread):
-    flags = [*TINY, "--subset", "96", "--epochs", "4"]
+def test_resume_after_kill_gives_the_same_alpha_and_genotype(tmp_path):
+    flags = [*TINY, "--subset", "96", "--epochs", "3"]
     full = tmp_path / "full"
     g_full = train_search.main([*flags, "--save", str(full)])
     killed = tmp_path / "killed"
