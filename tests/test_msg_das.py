@@ -172,7 +172,7 @@ def test_teacher_pass_keeps_no_graph_and_is_skipped_at_lambda_zero():
         per_edge = {sum(calls[c, e, o] for o in range(8)) for c, e, _ in calls}
         # K sub-graphs in the architecture step, K in the weight step, + 8 ops of the super-net
         assert per_edge == {2 * 2 + 8 * teacher}, flags
-        assert ("guide_loss" in out) == teacher
+        assert ("guide_loss" in out) == teacher and ("mutual_loss" in out) == ("--mutual" in flags)
 
 
 def test_guidance_and_mutual_losses_follow_eq7():
