@@ -28,7 +28,7 @@ def get_device(name="auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         die("--device cuda was asked for, but no CUDA device is available")
-    if name == "cuda" and dist.is_initialized():
+    if name == "cuda":  # an explicit index: torch.cuda.set_device refuses a bare "cuda"; torchrun sets LOCAL_RANK
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     device = torch.device(name)
     if device.type == "cuda":

@@ -16,6 +16,19 @@ TINY = ["--arch", "DARTS_V2", *SMALL, "--subset", "64", "--batch_size", "16", "-
         "--init_channels", "4", "--deterministic"]
 
 
+def test_get_device_gives_cuda_an_index(monkeypatch):
+    """torch.cuda.set_device refuses a bare "cuda" (found on an H100): the device carries LOCAL_RANK."""
+    from common import utils
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(d.index))
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert utils.get_device("cuda") == torch.device("cuda:3") and utils.get_device("auto").index == 3
+    monkeypatch.delenv("LOCAL_RANK")
+    assert utils.get_device("cuda:1").index == 1 and utils.get_device("cuda").index == 0
+    assert chosen == [3, 3, 1, 0]
+
+
 def test_lr_schedules():
     a = Namespace(warmup_epochs=0, epochs=10, learning_rate=0.1, learning_rate_min=0.001, decay_rate=0.97,
                   lr_scheduler="cosine")
