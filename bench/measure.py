@@ -1,0 +1,57 @@
+"""Timing and peak memory of one repeated step, the way bench/search_cost.py reports them.
+
+Memory: the peak over the `warmup` calls, which include one-time allocations such as optimizer
+state. On CUDA, `torch.cuda.max_memory_allocated` (weights, optimizer state and activations);
+on CPU, the peak resident memory of the process above its resident memory just before the calls
+(Linux' VmHWM, reset through /proc/self/clear_refs), so the fixed cost of the Python and PyTorch
+runtime is left out. For that CPU figure glibc serves every allocation over 128 KiB with its own
+mapping during the warm-up (`mallopt`), so that resident memory follows live memory; the timed
+calls run with the largest threshold, so allocations are recycled as usual.
+Time: the median wall time of the `repeats` calls after the warm-up (CUDA synchronised).
+"""
+import ctypes
+import re
+import statistics
+import time
+
+import torch
+
+
+def _status(key):
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
+
+
+def _reset_cpu_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def measure(step, device, warmup=3, repeats=10):
+    """(median seconds per call, peak bytes) of `step()`; call it in a fresh process."""
+    cuda = device.type == "cuda"
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        base = _status("VmRSS")
+        _reset_cpu_peak()
+    for _ in range(max(warmup, 1)):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    # CPU: a tiny step can leave the process below its baseline (glibc trims memory freed in it)
+    peak = torch.cuda.max_memory_allocated(device) if cuda else max(_status("VmHWM") - base, 0)
+    if not cuda:
+        mallopt(-3, 32 * 1024 * 1024)
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), peak

@@ -1,0 +1,231 @@
+"""Search cost of every method, side by side: time per search step and peak memory.
+
+Each configuration is one search step of a method (its weight step plus its architecture step,
+as its `train_search.py` runs it) at the papers' search settings: 8 cells, 16 channels, 32x32
+CIFAR-sized inputs, 10 classes, the same batch for every method (`--batch_size`, 64). The step
+runs with every schedule at its final value (last epoch: DropBlock, guidance weight,
+temperatures). Time is the median over repeated steps after warm-up; memory is the peak of the
+first steps (CUDA: `torch.cuda.max_memory_allocated`; CPU: the peak resident memory of a fresh
+process above its baseline, see bench/measure.py). Every configuration runs in its own fresh
+process. The reference is a first-order DARTS step (DARTS-PT's super-net, 7 ops): every figure is
+also a ratio to it.
+
+  python -m bench.search_cost                       # CPU or the GPU, full size; bench/results/<device>.md|.json
+  python -m bench.search_cost --device cuda --amp   # float16 autocast where a method supports it
+  python -m bench.search_cost --quick               # every configuration at a tiny size, in about a minute
+  python -m bench.search_cost --only msg_das,darts_pd   # configurations whose name contains a string
+  python -m bench.search_cost --resume              # go on after an interruption (results are written per configuration)
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.measure import measure
+
+RESULTS = Path(__file__).with_name("results")
+NUM_CLASSES = 10
+
+
+def _batches(args, device, n=2):
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=g).to(device),
+             torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g).to(device)) for _ in range(n)]
+
+
+def _search_step(module, flags, opts, device):
+    """A method's `Searcher` on random batches, at its last epoch; returns step()."""
+    import importlib
+    ts = importlib.import_module(f"{module}.train_search")
+    args = ts.parse_args([*flags, *_common(opts)])
+    if module == "darts_pd":
+        args = ts.resolve(args, 1)
+    searcher = ts.Searcher(args, NUM_CLASSES, device)
+    searcher.start_epoch(args.epochs - 1)
+    train, valid = _batches(opts, device)
+    return lambda: searcher.step(train, valid)
+
+
+def _common(opts):
+    return ["--layers", str(opts.layers), "--init_channels", str(opts.init_channels), "--batch_size",
+            str(opts.batch_size), "--device", opts.device, "--dataset", "synthetic", "--image_size",
+            str(opts.image_size), "--workers", "0", *(["--amp"] if opts.amp else [])]
+
+
+def _projection_decision(opts, device):
+    """DARTS-PT, Sec. 4.1: one operation decision = the super-net evaluated once per op of the edge
+    (here on one validation batch; a real decision repeats this over the validation split)."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from darts_pt import projection
+    from darts_pt.train_search import Searcher, parse_args
+    args = parse_args(_common(opts))
+    model = Searcher(args, NUM_CLASSES, device).model
+    ds = TensorDataset(*_batches(opts, device, 1)[0])
+    loader = DataLoader(ds, batch_size=opts.batch_size, sampler=DistributedSampler(ds, 1, 0, shuffle=False))
+    return lambda: projection.op_strength(model, "normal", 0, loader, "acc", opts.amp)
+
+
+def _fair_step(opts, device):
+    """DARTS-PD stage 2: one strictly fair step, the k = 2 paths of a group on one batch."""
+    from darts_pd.train_search import FairTrainer, parse_args
+    args = parse_args([*_common(opts), "--pruned", "random"])
+    trainer = FairTrainer(args, NUM_CLASSES, device)
+    trainer.start_epoch(0)
+    batch = _batches(opts, device, 1)[0]
+    return lambda: trainer.step(batch)
+
+
+def _es_generation(opts, device):
+    """DARTS-PD stage 3: one generation of the evolutionary search (population paths, each scored
+    after BN re-estimation on `bn_batches` batches) with a fitness split of `es_images` images."""
+    from darts_pd.train_search import FairTrainer, PathSearch, parse_args
+    args = parse_args([*_common(opts), "--pruned", "random", "--subset", str(2 * opts.es_images),
+                       "--population", str(opts.population), "--mutations", str(opts.population // 2),
+                       "--crossovers", str(opts.population - opts.population // 2),
+                       "--bn_batches", str(opts.bn_batches), "--eval_layers", str(opts.layers),
+                       "--eval_init_channels", str(opts.init_channels), "--buckets", "0", "inf"])
+    search = PathSearch(args, NUM_CLASSES, device, supernet=FairTrainer(args, NUM_CLASSES, device).net)
+    return search.generation
+
+
+# name -> (what it is in the papers, builder(opts, device) -> step)
+def _method(module, *flags):
+    return lambda opts, device: _search_step(module, list(flags), opts, device)
+
+
+CONFIGS = {
+    "darts (reference)": ("first-order DARTS, 7 ops", _method("darts_pt", "--method", "darts")),
+    "entrannas darts-like": ("EnTranNAS Table 3 row 1: all cells Engine", _method(
+        "entrannas", "--engine", "all", "--no-feature_sharing", "--bottleneck", "1")),
+    "entrannas +engine/transit": ("Table 3 row 2", _method("entrannas", "--no-feature_sharing", "--bottleneck", "1")),
+    "entrannas +feature sharing": ("Table 3 row 3", _method("entrannas", "--bottleneck", "1")),
+    "entrannas +bottleneck": ("Table 3 row 4 = EnTranNAS", _method("entrannas")),
+    "entrannas-dst": ("EnTranNAS-DST (Sec. 2.4)", _method("entrannas", "--dst")),
+    **{f"msg_das K={k}{' no guidance' if lam == 0 else ''}": (
+        f"Fig. 3; lambda {lam}", _method("msg_das", "--K", str(k), "--lambda_guide", str(lam)))
+       for k in (1, 2, 3, 4) for lam in (0.01, 0)},
+    "darts_pt supernet": ("DARTS-PT super-net step (= DARTS)", _method("darts_pt")),
+    "darts_pt decision": ("one op decision: 7 super-net evaluations of a batch", _projection_decision),
+    "darts_pd stage 1": ("PC-DARTS search step (K=4)", _method("darts_pd")),
+    "darts_pd stage 2": ("one fair step, k = 2 paths", _fair_step),
+    "darts_pd ES generation": ("one ES generation (see --population, --es_images)", _es_generation),
+    "d_darts L_F": ("D-DARTS, L_F only (w_abl 0)", _method("d_darts", "--w_abl", "0")),
+    "d_darts L_AB constant": ("Sec. 5.3: constant ablation loss", _method("d_darts", "--ablation_loss", "constant")),
+    "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss", _method("d_darts")),
+}
+ONE_SHOT = {"darts_pd ES generation"}  # long steps: one warm-up (memory), one timed
+
+
+def run_config(name, opts):
+    """In a fresh process: build the configuration, measure it."""
+    torch.manual_seed(0)
+    torch.set_num_threads(opts.threads or torch.get_num_threads())
+    device = torch.device(opts.device)
+    step = CONFIGS[name][1](opts, device)
+    warmup, repeats = (1, 1) if name in ONE_SHOT else (opts.warmup, opts.repeats)
+    seconds, peak = measure(step, device, warmup, repeats)
+    return {"name": name, "what": CONFIGS[name][0], "time_s": seconds, "peak_memory_MB": peak / 2 ** 20}
+
+
+def machine(opts):
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": opts.threads or torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": opts.device,
+            "amp": opts.amp, "date": time.strftime("%Y-%m-%d")}
+    if opts.device == "cuda":
+        info["gpu"] = subprocess_gpu_name()
+    return info
+
+
+def subprocess_gpu_name():
+    """The GPU's name, asked in a child so that this process never initialises CUDA (children fork)."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(torch.cuda.get_device_name)
+
+
+def table(results, info, command):
+    ref = next(r for r in results if r["name"] == "darts (reference)")
+    lines = [f"# Search cost per step ({info['device']}{', AMP' if info['amp'] else ''})", "",
+             f"`{command}`", "",
+             ", ".join(f"{k}: {v}" for k, v in info.items()), "",
+             "| configuration | what | ms / step | x DARTS | peak memory MB | x DARTS |", "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['name']} | {r['what']} | {1000 * r['time_s']:.1f} | {r['time_s'] / ref['time_s']:.2f} | "
+                     f"{r['peak_memory_MB']:.0f} | {r['peak_memory_MB'] / ref['peak_memory_MB']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA)")
+    p.add_argument("--batch_size", type=int, default=64, help="the same batch for every method")
+    p.add_argument("--layers", type=int, default=8, help="cells of every super-net")
+    p.add_argument("--init_channels", type=int, default=16)
+    p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=3, help="steps before timing (the first ones give the memory)")
+    p.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
+    p.add_argument("--population", type=int, default=50, help="paths of the measured ES generation (paper: 50)")
+    p.add_argument("--es_images", type=int, default=512, help="fitness images per path of the ES generation")
+    p.add_argument("--bn_batches", type=int, default=10, help="BN re-estimation batches per path (DARTS-PD's default)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--only", help="only the configurations whose name contains one of these comma-separated strings")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny: 5 cells, 4 channels, 16x16, batch 8, one warm-up and one timed step; "
+                        "results not written unless --out")
+    p.add_argument("--out", help="folder of the results (default bench/results, not written in --quick mode)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the configurations already measured in the results file of this device")
+    opts = p.parse_args(argv)
+    if opts.device == "auto":
+        opts.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if opts.quick:
+        opts.layers, opts.init_channels, opts.image_size, opts.batch_size = 5, 4, 16, 8
+        opts.warmup, opts.repeats, opts.population, opts.es_images, opts.bn_batches = 1, 1, 2, 16, 1
+    return opts
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    names = [n for n in CONFIGS if not opts.only or any(o in n for o in opts.only.split(",")) or n == "darts (reference)"]
+    info = machine(opts)
+    command = "python -m bench.search_cost " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
+    stem = opts.device + (f"-{info['gpu'].replace(' ', '-')}" if "gpu" in info else "") + ("-amp" if opts.amp else "")
+    out = Path(opts.out or RESULTS) / stem if opts.out or not opts.quick else None
+    done = {}
+    if opts.resume and out and out.with_suffix(".json").exists():
+        done = {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())["results"]}
+    ctx = mp.get_context("forkserver")  # children start from a process that has imported torch
+    ctx.set_forkserver_preload(["torch", "bench.measure"])
+    results = []
+    for name in names:
+        if name in done:
+            r = done[name]
+        else:
+            with ctx.Pool(1) as pool:  # a fresh process per configuration: its memory peak is its own
+                r = pool.apply(run_config, (name, opts))
+        results.append(r)
+        print(f"{name:32s} {1000 * r['time_s']:9.1f} ms/step {r['peak_memory_MB']:9.0f} MB", flush=True)
+        if out:  # after every configuration, so that --resume can go on from an interrupted run
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".json").write_text(json.dumps({"machine": info, "command": command, "results": results},
+                                                           indent=1) + "\n")
+    md = table(results, info, command)
+    print(md)
+    if out:
+        out.with_suffix(".md").write_text(md)
+        print(f"written {out}.md and .json")
+    return results
+
+
+if __name__ == "__main__":
+    main()
