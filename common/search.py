@@ -8,13 +8,17 @@ A method supplies a *searcher*, an object with:
   end_epoch(epoch, valid_queue)       a dict of per-epoch records (validation accuracy, alphas, ...)
   state_dict() / load_state_dict(d)   everything needed to continue exactly
   genotype()                          the architecture derived now
+
+and `frozen_bn_stats`, for the extra forwards of a search step that must not change the super-net.
 """
 import json
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from common.genotypes import export
 from common.utils import (AverageMeter, MetricsLog, Progress, gather_rng_states, log, rank, resume_state,
@@ -32,6 +36,22 @@ def batches(train_queue, valid_queue):
             valid_iter = iter(valid_queue)
             valid_batch = next(valid_iter)
         yield batch, valid_batch
+
+
+@contextmanager
+def frozen_bn_stats(net):
+    """BatchNorm in training mode normalises with the batch statistics, as in a training forward,
+    but leaves its running statistics and batch counter untouched (no copy to restore): for the
+    forwards that must not change what evaluation mode computes (MSG-DAS' teacher pass, DARTS-PT's
+    masked evaluations, D-DARTS' ablated networks)."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
 
 
 def search_loop(args, searcher, train_queue, valid_queue, save, device, method, **meta):

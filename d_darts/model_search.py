@@ -8,7 +8,6 @@
   (Eq. 6-7), the total loss of a cell (Eq. 9).
 - Parsing the per-cell alphas into a genotype: sparse, edge, darts (Sec. 5.1).
 """
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -114,21 +113,6 @@ class SearchNetwork(nn.Module):
             if outputs is not None:
                 outputs.append(s1)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
-
-
-@contextmanager
-def frozen_bn_stats(net):
-    """Batch statistics as usual, but the running statistics left untouched (momentum 0), so that
-    the extra forwards of the ablation loss do not change what evaluation mode computes."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
 
 
 # ---------------------------------------------------------------- losses

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
-from common.search import search_loop
+from common.search import frozen_bn_stats, search_loop
 from common.train_eval import evaluate
 from common.utils import (accuracy, add_run_args, amp_autocast, count_params, die, get_device, log, set_seed,
                           setup_run)
-from d_darts.model_search import (PARSE_METHODS, SearchNetwork, ablation_loss, frozen_bn_stats, parse_genotype,
+from d_darts.model_search import (PARSE_METHODS, SearchNetwork, ablation_loss, parse_genotype,
                                   total_loss, zero_one_loss)
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
-from common.search import batches, search_cost, write_summary
+from common.search import batches, frozen_bn_stats, search_cost, write_summary
 from common.utils import (AverageMeter, MetricsLog, add_run_args, amp_autocast, die, gather_rng_states, get_device,
                           init_distributed, load_checkpoint, log, rank, resume_state, save_checkpoint, set_rng_state,
                           set_seed, setup_run)
@@ -80,18 +80,15 @@ def parse_args(argv=None):
 @torch.no_grad()
 def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=0):
     """(top-1 %, loss) of the super-net over `loader`, as DARTS-PT measures it (authors' code): BN in
-    training mode (batch statistics); the running statistics are restored afterwards. Every call
-    sees the same batches, augmentations and noise draws (`seed`), so scores differ only by the
-    masking."""
+    training mode (batch statistics), the running statistics left untouched. Every call sees the
+    same batches, augmentations and noise draws (`seed`), so scores differ only by the masking."""
     device = next(model.parameters()).device
-    buffers = list(model.buffers())
-    saved = [b.clone() for b in buffers]
     was_training = model.training
     if not was_training:  # train() walks every module of the super-net: only when needed
         model.train()
     loader.sampler.set_epoch(0)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), frozen_bn_stats(model):
         torch.manual_seed(seed)
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -102,8 +99,6 @@ def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=
             sums[2] += len(y)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(sums)
-    for b, s in zip(buffers, saved):
-        b.copy_(s)
     if not was_training:
         model.eval()
     return (100 * sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()

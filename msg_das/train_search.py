@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.operations import DARTS_OPS
-from common.search import search_loop
+from common.search import frozen_bn_stats, search_loop
 from common.train_eval import evaluate
 from common.utils import accuracy, add_run_args, amp_autocast, die, get_device, set_seed, setup_run
 from msg_das.model_search import Network
@@ -167,15 +167,9 @@ class Searcher:
         gradient and no stored activations: its class probabilities are the soft labels. The pass
         leaves the super-net untouched: BatchNorm normalises with the batch statistics, as in
         training, but its running statistics (those of the sub-graphs) are not updated."""
-        bns = [m for m in self.net.modules() if isinstance(m, nn.BatchNorm2d)]
-        for m in bns:
-            m.track_running_stats = False
-        try:
+        with frozen_bn_stats(self.net):
             w_n, w_r = self.net.supernet_weights()
             return F.softmax(self.net(x, w_n, w_r, single_path=False).float(), dim=-1)
-        finally:
-            for m in bns:
-                m.track_running_stats = True
 
     def step(self, train_batch, valid_batch):
         x_t, y_t = (t.to(self.device, non_blocking=True) for t in train_batch)

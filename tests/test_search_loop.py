@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from common import data
 from common.genotypes import derive_darts, load
-from common.search import batches, search_loop
+from common.search import batches, frozen_bn_stats, search_loop
 from common.utils import MetricsLog, set_seed, setup_run
 
 OPS = ("none", "skip_connect", "sep_conv_3x3")
@@ -82,6 +82,20 @@ def test_batches_pairs_every_train_batch_and_restarts_validation():
     pairs = list(batches([(i, [0]) for i in range(5)], [("v0", [0]), ("v1", [0])]))
     assert [t[0] for t, _ in pairs] == [0, 1, 2, 3, 4]
     assert [v[0] for _, v in pairs] == ["v0", "v1", "v0", "v1", "v0"]
+
+
+def test_frozen_bn_stats_uses_batch_statistics_and_leaves_running_ones():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False),
+                        nn.BatchNorm2d(4, track_running_stats=False))
+    net.train()
+    x = 3 + 2 * torch.randn(8, 3, 6, 6)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with frozen_bn_stats(net):
+        y = net(x)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # counter included
+    assert torch.allclose(y, net(x), atol=1e-6)  # the same batch statistics as a training forward
+    assert [m.track_running_stats for m in net[1:]] == [True, False]  # each module as it was
+    assert not torch.equal(state["1.running_mean"], net.state_dict()["1.running_mean"])
 
 
 def test_resume_after_crash_is_exact(tmp_path):
