@@ -54,6 +54,18 @@ def frozen_bn_stats(net):
             m.track_running_stats = True
 
 
+def search_epoch(searcher, train_queue, valid_queue, epoch):
+    """One epoch of search steps; returns the averages of what the steps reported."""
+    searcher.start_epoch(epoch)
+    train_queue.sampler.set_epoch(epoch)
+    valid_queue.sampler.set_epoch(epoch)
+    meters = defaultdict(AverageMeter)
+    for train_batch, valid_batch in batches(train_queue, valid_queue):
+        for k, v in searcher.step(train_batch, valid_batch).items():
+            meters[k].update(v, len(train_batch[1]))
+    return {k: m.avg for k, m in meters.items()}
+
+
 def search_loop(args, searcher, train_queue, valid_queue, save, device, method, **meta):
     """Run `args.epochs` epochs of `searcher`; write `genotype.json` (+ DOT) in `save`; return the genotype."""
     start, wall = 0, 0.0
@@ -66,14 +78,8 @@ def search_loop(args, searcher, train_queue, valid_queue, save, device, method, 
     progress = Progress(args.epochs, start)
     t0 = time.time() - wall
     for epoch in range(start, args.epochs):
-        searcher.start_epoch(epoch)
-        train_queue.sampler.set_epoch(epoch)
-        valid_queue.sampler.set_epoch(epoch)
-        meters = defaultdict(AverageMeter)
-        for train_batch, valid_batch in batches(train_queue, valid_queue):
-            for k, v in searcher.step(train_batch, valid_batch).items():
-                meters[k].update(v, len(train_batch[1]))
-        record = {"epoch": epoch, **{k: m.avg for k, m in meters.items()}, **searcher.end_epoch(epoch, valid_queue)}
+        record = {"epoch": epoch, **search_epoch(searcher, train_queue, valid_queue, epoch),
+                  **searcher.end_epoch(epoch, valid_queue)}
         record["genotype"] = str(searcher.genotype())
         metrics.write(record)
         save_checkpoint(save / "checkpoint.pt", {"searcher": searcher.state_dict(), "epoch": epoch + 1,

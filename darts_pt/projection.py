@@ -19,7 +19,6 @@ import inspect
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -27,8 +26,8 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
-from common.search import batches, frozen_bn_stats, search_cost, write_summary
-from common.utils import (AverageMeter, MetricsLog, add_run_args, amp_autocast, die, gather_rng_states, get_device,
+from common.search import frozen_bn_stats, search_cost, search_epoch, write_summary
+from common.utils import (MetricsLog, add_run_args, amp_autocast, die, gather_rng_states, get_device,
                           init_distributed, load_checkpoint, log, rank, resume_state, save_checkpoint, set_rng_state,
                           set_seed, setup_run)
 from darts_pt.train_search import Searcher
@@ -218,18 +217,6 @@ def plan(model, proj_intv, seed):
     return events
 
 
-def tune_epoch(searcher, train_queue, valid_queue, epoch):
-    """Sec. 4.2: one epoch of super-net training (the search step, tuning optimizer) between decisions."""
-    searcher.start_epoch(epoch)
-    train_queue.sampler.set_epoch(epoch)
-    valid_queue.sampler.set_epoch(epoch)
-    meters = defaultdict(AverageMeter)
-    for train_batch, valid_batch in batches(train_queue, valid_queue):
-        for k, v in searcher.step(train_batch, valid_batch).items():
-            meters[k].update(v, len(train_batch[1]))
-    return {k: m.avg for k, m in meters.items()}
-
-
 def nb201_accuracy(arch, path):
     """Test accuracies (%) of an NAS-Bench-201 arch string from the benchmark (200-epoch results),
     or None, with one log line, when its API or file is not installed."""
@@ -284,7 +271,7 @@ def main(argv=None):
     for i in range(done, len(events)):
         ev = events[i]
         if ev["kind"] == "tune":
-            stats = tune_epoch(searcher, train_queue, valid_queue, args.epochs + tuned)
+            stats = search_epoch(searcher, train_queue, valid_queue, args.epochs + tuned)  # Sec. 4.2: tuning
             top1, loss = evaluate_supernet(model, valid_queue, amp=args.amp)
             metrics.write({"epoch": tuned, "round": ev["round"], **stats, "valid_top1": top1, "valid_loss": loss})
             rounds[-1]["valid_top1_after_tuning"] = top1

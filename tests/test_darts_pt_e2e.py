@@ -83,18 +83,18 @@ def test_blank_nb201_projection_resumes_exactly_after_a_kill(tmp_path, monkeypat
     full = projection.main(args + ["--save", str(tmp_path / "full")])
 
     calls = {"n": 0}
-    tune_epoch = projection.tune_epoch
+    search_epoch = projection.search_epoch
 
     def killed(*a):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt  # killed in round 2's second tuning epoch
-        return tune_epoch(*a)
+        return search_epoch(*a)
 
-    monkeypatch.setattr(projection, "tune_epoch", killed)
+    monkeypatch.setattr(projection, "search_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
         projection.main(args + ["--save", str(tmp_path / "killed")])
-    monkeypatch.setattr(projection, "tune_epoch", tune_epoch)
+    monkeypatch.setattr(projection, "search_epoch", search_epoch)
     assert len(json.loads((tmp_path / "killed" / "decisions.json").read_text())) == 2
     resumed = projection.main(args + ["--save", str(tmp_path / "killed"), "--resume"])
 
