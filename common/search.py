@@ -9,7 +9,8 @@ A method supplies a *searcher*, an object with:
   state_dict() / load_state_dict(d)   everything needed to continue exactly
   genotype()                          the architecture derived now
 
-and `frozen_bn_stats`, for the extra forwards of a search step that must not change the super-net.
+`Checkpointed` writes the last two from the names of a searcher's parts; `frozen_bn_stats` is for
+the extra forwards of a search step that must not change the super-net.
 """
 import json
 import time
@@ -36,6 +37,35 @@ def batches(train_queue, valid_queue):
             valid_iter = iter(valid_queue)
             valid_batch = next(valid_iter)
         yield batch, valid_batch
+
+
+class Checkpointed:
+    """`state_dict()` / `load_state_dict()` of an object from the attributes named in `checkpointed`:
+    each is anything with a state_dict (networks, optimizers, schedulers, grad scalers), a list of
+    those, None (a part this variant does not have), or a plain value (restored as saved)."""
+    checkpointed = ()
+
+    def state_dict(self):
+        return {name: _state(getattr(self, name)) for name in self.checkpointed}
+
+    def load_state_dict(self, d):
+        for name in self.checkpointed:
+            part = getattr(self, name)
+            if part is None:
+                continue
+            if hasattr(part, "load_state_dict"):
+                part.load_state_dict(d[name])
+            elif isinstance(part, list):
+                for p, s in zip(part, d[name], strict=True):
+                    p.load_state_dict(s)
+            else:
+                setattr(self, name, d[name])
+
+
+def _state(part):
+    if isinstance(part, list):
+        return [_state(p) for p in part]
+    return part.state_dict() if hasattr(part, "state_dict") else part
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
-from common.search import frozen_bn_stats, search_loop
+from common.search import Checkpointed, frozen_bn_stats, search_loop
 from common.train_eval import evaluate
 from common.utils import (accuracy, add_run_args, amp_autocast, count_params, die, get_device, log, set_seed,
                           setup_run)
@@ -62,12 +62,14 @@ def parse_args(argv=None):
     return args
 
 
-class Searcher:
+class Searcher(Checkpointed):
     """The super-net, every cell's optimizer and scheduler, the weights' optimizer (common.search API).
 
     One search iteration (`step`): every cell takes an Adam step on its own alphas against its own
     total loss L_T^i on a validation batch (Eq. 9), then the weights take an SGD step on L_CE of a
     training batch (first-order alternation, as FairDARTS and the D-DARTS code)."""
+
+    checkpointed = ("net", "w_optimizer", "w_scheduler", "cell_optimizers", "cell_schedulers", "w_scaler", "a_scaler")
 
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
@@ -235,23 +237,6 @@ class Searcher:
         return parse_genotype(self.sigmoid_weights(), self.net.reductions, method or self.args.parse,
                               self.args.threshold)
 
-    def state_dict(self):
-        return {"net": self.net.state_dict(),
-                "w_optimizer": self.w_optimizer.state_dict(), "w_scheduler": self.w_scheduler.state_dict(),
-                "cell_optimizers": [o.state_dict() for o in self.cell_optimizers],
-                "cell_schedulers": [s.state_dict() for s in self.cell_schedulers],
-                "w_scaler": self.w_scaler.state_dict(), "a_scaler": self.a_scaler.state_dict()}
-
-    def load_state_dict(self, d):
-        self.net.load_state_dict(d["net"])
-        self.w_optimizer.load_state_dict(d["w_optimizer"])
-        self.w_scheduler.load_state_dict(d["w_scheduler"])
-        for o, s in zip(self.cell_optimizers, d["cell_optimizers"]):
-            o.load_state_dict(s)
-        for sch, s in zip(self.cell_schedulers, d["cell_schedulers"]):
-            sch.load_state_dict(s)
-        self.w_scaler.load_state_dict(d["w_scaler"])
-        self.a_scaler.load_state_dict(d["a_scaler"])
 
 
 def main(argv=None):

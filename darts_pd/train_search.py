@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as `python darts_pd/train_search.py`
 from common import genotypes  # noqa: E402
 from common.data import (add_data_args, class_fraction_split, get_dataset, is_imagenet_like, num_classes,  # noqa: E402
                          search_loaders, transforms)
-from common.search import search_cost, search_loop, write_summary  # noqa: E402
+from common.search import Checkpointed, search_cost, search_loop, write_summary  # noqa: E402
 from common.train_eval import evaluate, lr_factor  # noqa: E402
 from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, die,  # noqa: E402
                           gather_rng_states, get_device, init_distributed, is_main, load_checkpoint, log, rank,
@@ -197,10 +197,12 @@ def barrier():
 
 # ---------------------------------------------------------------- stage 1
 
-class Searcher:
+class Searcher(Checkpointed):
     """Stage 1 (Sec. 3.2, Alg. 1 step 1): PC-DARTS on the super-net S. One step: an SGD step of the
     weights on a training batch, then, once `begin` epochs have passed, an Adam step of alpha and
     beta on a validation batch (first order). `pruned()` is S', `genotype()` the PC-DARTS genotype."""
+
+    checkpointed = ("net", "w_opt", "a_opt", "scheduler", "scaler")
 
     def __init__(self, args, num_classes, device):
         args = resolve(args, 1)
@@ -271,16 +273,6 @@ class Searcher:
     def genotype(self):
         return self.net.pruned(1)
 
-    def state_dict(self):
-        return {"net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
-
-    def load_state_dict(self, d):
-        self.net.load_state_dict(d["net"])
-        self.w_opt.load_state_dict(d["w_opt"])
-        self.a_opt.load_state_dict(d["a_opt"])
-        self.scheduler.load_state_dict(d["scheduler"])
-        self.scaler.load_state_dict(d["scaler"])
 
 
 def run_stage1(args, device):
@@ -317,11 +309,13 @@ def load_pruned(args):
     return pruned
 
 
-class FairTrainer:
+class FairTrainer(Checkpointed):
     """Stage 2 (Sec. 3.2, Eq. 4-5, Alg. 1 step 2): path-wise strictly fair training of S'. One step
     takes the next group of k paths (`PathGroups`: every op of every edge exactly once), back-
     propagates the training loss of each path on the same batch, so the k gradients accumulate,
     then makes a single SGD step. Architecture weights play no part any more."""
+
+    checkpointed = ("net", "optimizer", "scheduler", "scaler", "groups")
 
     def __init__(self, args, num_classes, device, pruned=None):
         args = resolve(args, 2)
@@ -368,18 +362,6 @@ class FairTrainer:
         self.scheduler.step()
         broadcast_state(self.net)
         return record
-
-    def state_dict(self):
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "groups": self.groups.state_dict()}
-
-    def load_state_dict(self, d):
-        self.net.load_state_dict(d["net"])
-        self.optimizer.load_state_dict(d["optimizer"])
-        self.scheduler.load_state_dict(d["scheduler"])
-        self.scaler.load_state_dict(d["scaler"])
-        self.groups.load_state_dict(d["groups"])
 
     def save(self, path, num_classes):
         """S' and its trained weights: the input of stage 3."""

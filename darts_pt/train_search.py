@@ -17,7 +17,7 @@ from torch.func import functional_call
 
 from common.data import add_data_args, search_loaders
 from common.operations import get_space
-from common.search import search_loop
+from common.search import Checkpointed, search_loop
 from common.train_eval import evaluate
 from common.utils import (accuracy, add_run_args, amp_autocast, average_gradients, broadcast_params, count_params,
                           die, get_device, init_distributed, log, set_seed, setup_run)
@@ -81,13 +81,14 @@ def clip_simplex(theta):
     return theta / theta.sum(-1, keepdim=True)
 
 
-class Searcher:
+class Searcher(Checkpointed):
     """One DARTS-PT super-net and its optimizers, with the `common.search` interface.
 
     `step` is one search iteration in DARTS' order: the architecture step on a validation batch
     (Eq. 1, outer problem; first or second order; none for `blank`), then the weight step on a
     training batch (inner problem), with softmax(alpha) perturbed by SDARTS when asked.
     """
+    checkpointed = ("model", "w_opt", "a_opt", "scheduler", "scaler", "epsilon")  # a_opt, scheduler: None at times
 
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
@@ -241,22 +242,6 @@ class Searcher:
         with torch.no_grad():
             record["alphas"] = {ct: F.softmax(a, -1).cpu().tolist() for ct, a in self.model.alphas.items()}
         return record
-
-    def state_dict(self):
-        return {"model": self.model.state_dict(), "w_opt": self.w_opt.state_dict(),
-                "a_opt": self.a_opt.state_dict() if self.a_opt else None,
-                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "scaler": self.scaler.state_dict(), "epsilon": self.epsilon}
-
-    def load_state_dict(self, d):
-        self.model.load_state_dict(d["model"])
-        self.w_opt.load_state_dict(d["w_opt"])
-        if self.a_opt:
-            self.a_opt.load_state_dict(d["a_opt"])
-        if self.scheduler:
-            self.scheduler.load_state_dict(d["scheduler"])
-        self.scaler.load_state_dict(d["scaler"])
-        self.epsilon = d["epsilon"]
 
     def genotype(self):
         return self.model.genotype()

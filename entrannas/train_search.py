@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as `python entrannas/train_search.py`
 
 from common.data import add_data_args, is_imagenet_like, search_loaders  # noqa: E402
 from common.genotypes import export  # noqa: E402
-from common.search import search_loop  # noqa: E402
+from common.search import Checkpointed, search_loop  # noqa: E402
 from common.utils import (accuracy, add_run_args, all_reduce_mean, amp_autocast, broadcast_params,  # noqa: E402
                           die, get_device, init_distributed, is_main, log, set_seed, setup_run,
                           world_size)
@@ -94,8 +94,9 @@ def _average_gradients(params):
             g.copy_(f.view_as(g))
 
 
-class Searcher:
+class Searcher(Checkpointed):
     """The EnTranNAS search state: super-net, alpha (and beta), optimizers, schedules."""
+    checkpointed = ("model", "w_opt", "a_opt", "scheduler", "w_scaler", "a_scaler")  # and model.tau
 
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
@@ -179,18 +180,11 @@ class Searcher:
         return record
 
     def state_dict(self):
-        return {"model": self.model.state_dict(), "tau": self.model.tau, "w_opt": self.w_opt.state_dict(),
-                "a_opt": self.a_opt.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "w_scaler": self.w_scaler.state_dict(), "a_scaler": self.a_scaler.state_dict()}
+        return {**super().state_dict(), "tau": self.model.tau}
 
     def load_state_dict(self, d):
-        self.model.load_state_dict(d["model"])
+        super().load_state_dict(d)
         self.model.tau = d["tau"]
-        self.w_opt.load_state_dict(d["w_opt"])
-        self.a_opt.load_state_dict(d["a_opt"])
-        self.scheduler.load_state_dict(d["scheduler"])
-        self.w_scaler.load_state_dict(d["w_scaler"])
-        self.a_scaler.load_state_dict(d["a_scaler"])
 
     def genotype(self):
         return self.model.genotype()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.operations import DARTS_OPS
-from common.search import frozen_bn_stats, search_loop
+from common.search import Checkpointed, frozen_bn_stats, search_loop
 from common.train_eval import evaluate
 from common.utils import accuracy, add_run_args, amp_autocast, die, get_device, set_seed, setup_run
 from msg_das.model_search import Network
@@ -136,8 +136,10 @@ def subgraph_losses(logits, y, soft_labels, lam, mu):
 
 # ---------------------------------------------------------------- the searcher
 
-class Searcher:
+class Searcher(Checkpointed):
     """The MSG-DAS search state with the `common.search` interface."""
+
+    checkpointed = ("net", "w_opt", "a_opt", "scheduler", "scaler")
 
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
@@ -214,17 +216,6 @@ class Searcher:
         return {"valid_loss": valid_loss, "valid_top1": valid_top1, "lr": self.lr, "tau": self.tau,
                 "lambda_guide": self.lam, "lambda_mutual": self.mu, "drop_block": self.drop_block,
                 "alpha_normal": self.net.alpha_normal.tolist(), "alpha_reduce": self.net.alpha_reduce.tolist()}
-
-    def state_dict(self):
-        return {"net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
-
-    def load_state_dict(self, d):
-        self.net.load_state_dict(d["net"])
-        self.w_opt.load_state_dict(d["w_opt"])
-        self.a_opt.load_state_dict(d["a_opt"])
-        self.scheduler.load_state_dict(d["scheduler"])
-        self.scaler.load_state_dict(d["scaler"])
 
     def genotype(self):
         return self.net.genotype()
