@@ -200,5 +200,3 @@ def main(args=None, build=None):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

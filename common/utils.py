@@ -1,4 +1,5 @@
 """Run folders, logging, seeding, devices, distributed set-up, checkpoints, meters, counting."""
+import atexit
 import json
 import logging
 import os
@@ -53,7 +54,13 @@ def init_distributed(device_name="auto"):
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
         use_cuda = device_name != "cpu" and torch.cuda.is_available()
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        atexit.register(_leave_group)  # at the end of any script, however its main() returns
     return rank(), world_size()
+
+
+def _leave_group():
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank():

@@ -10,8 +10,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python d_darts/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
 from common import train_eval
 from common.network import build_network
 from d_darts.model import derived_layout
@@ -36,5 +34,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

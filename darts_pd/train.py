@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 if __package__ in (None, ""):  # run as `python darts_pd/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -75,5 +73,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

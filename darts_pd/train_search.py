@@ -576,5 +576,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-    if dist.is_initialized():
-        dist.destroy_process_group()

@@ -318,5 +318,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

@@ -9,8 +9,6 @@ Usage: python darts_pt/train.py --arch RUN/projection_pt/genotype.json [--datase
 """
 import sys
 
-import torch
-
 import darts_pt  # noqa: F401  (registers the published DARTS-PT genotypes)
 from common import train_eval
 
@@ -21,5 +19,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

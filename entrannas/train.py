@@ -10,8 +10,6 @@ Usage:
 import sys
 from pathlib import Path
 
-import torch
-
 if __package__ in (None, ""):  # run as `python entrannas/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,5 +38,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

@@ -8,8 +8,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
 from common import train_eval
 
 # Sec. 4.2, "Evaluation Setup". CIFAR-10: 20 cells, 36 channels, 600 epochs, batch 64, cutout,
@@ -33,5 +31,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

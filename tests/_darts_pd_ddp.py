@@ -23,4 +23,3 @@ torch.save({"arch": {n: p.detach() for n, p in stages[1].net.named_parameters() 
             "groups": drawn, "supernet": stages[2].net.state_dict(),
             "fitness": stages[3].evolution.state_dict()["fitness"], "paths": stages[3].evolution.state_dict()["paths"]},
            os.path.join(out, f"rank{os.environ['RANK']}.pt"))
-torch.distributed.destroy_process_group()

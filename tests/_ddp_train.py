@@ -12,4 +12,3 @@ if rank:  # any file a non-zero rank wrote would land here
     argv = [a if a != argv[argv.index("--save") + 1] else os.path.join(out, f"rank{rank}-run") for a in argv]
 model = train_eval.main(argv)
 torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
-torch.distributed.destroy_process_group()

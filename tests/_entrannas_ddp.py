@@ -23,4 +23,3 @@ def recording_init(self, *args, **kwargs):
 train_search.Searcher.__init__ = recording_init
 searcher = train_search.main(argv)
 torch.save({**searcher.model.state_dict(), **init}, os.path.join(out, f"rank{rank}.pt"))
-torch.distributed.destroy_process_group()
