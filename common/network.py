@@ -110,15 +110,20 @@ class NetworkCIFAR(_DartsNetwork):
         return self._cells_forward(s, s)
 
 
+def imagenet_stems(C):
+    """DARTS' ImageNet stems, 224 -> 28 in three stride-2 convolutions: stem0 (224 -> 56, C channels)
+    gives the first cell's s0, stem1 (56 -> 28) its s1. Super-nets searched on ImageNet use them too."""
+    stem0 = nn.Sequential(
+        nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2), nn.ReLU(inplace=True),
+        nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+    stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+    return stem0, stem1
+
+
 class NetworkImageNet(_DartsNetwork):
     def __init__(self, C, num_classes, layout, auxiliary=False):
         super().__init__()
-        self.stem0 = nn.Sequential(
-            nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.stem1 = nn.Sequential(
-            nn.ReLU(inplace=True), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.stem0, self.stem1 = imagenet_stems(C)
         self._build_cells(layout, C, C, C, True, num_classes, auxiliary, imagenet=True)
 
     def forward(self, x):

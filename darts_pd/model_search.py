@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.genotypes import Cell, Genotype
-from common.network import build_network, drop_path
+from common.network import build_network, drop_path, imagenet_stems
 from common.operations import OPS, FactorizedReduce, Identity, ReLUConvBN, get_space, search_op
 from common.utils import count_madds, count_params
 
@@ -230,11 +230,7 @@ class PrunedNetwork(nn.Module):
         self.num_normal = len(cell_edges(pruned.normal))
         self.num_edges = len(pruned_edges(pruned))
         if imagenet:
-            self.stem0 = nn.Sequential(
-                nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2), nn.ReLU(inplace=True),
-                nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
-            self.stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
-                                       nn.BatchNorm2d(C))
+            self.stem0, self.stem1 = imagenet_stems(C)
             C_prev_prev = C_prev = C
         else:
             self.stem0 = nn.Sequential(nn.Conv2d(3, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))

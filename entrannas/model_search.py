@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.genotypes import Cell, Genotype, derive_darts
+from common.network import imagenet_stems
 from common.operations import FactorizedReduce, ReLUConvBN, get_space, search_op
 
 ENGINE_PLACEMENTS = ("first", "last", "half", "all")
@@ -152,11 +153,7 @@ class Network(nn.Module):
         self.slices = node_slices(steps)
         self.tau = 1.0  # set every epoch by the searcher (Sec. 2.2)
         if imagenet:
-            self.stem0 = nn.Sequential(
-                nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2), nn.ReLU(inplace=True),
-                nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
-            self.stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
-                                       nn.BatchNorm2d(C))
+            self.stem0, self.stem1 = imagenet_stems(C)
             C_prev_prev, C_prev, C_curr, reduction_prev = C, C, C, True
         else:
             self.stem = nn.Sequential(nn.Conv2d(3, stem_multiplier * C, 3, padding=1, bias=False),
