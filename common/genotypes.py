@@ -12,9 +12,11 @@ covers every method's output:
 - NAS-Bench-201 cells (DARTS-PT): a single-input cell whose output is its last node.
 
 Usage: python -m common.genotypes show ARCH [--dataset cifar10] [--layers L] [--init_channels C] [--dot FILE]
+       python -m common.genotypes list      every published genotype by name, with its source
 """
 import argparse
 import ast
+import functools
 import json
 import shutil
 import subprocess
@@ -260,6 +262,8 @@ def to_nb201_string(cell):
 
 # ---------------------------------------------------------------- published genotypes
 
+# The cells every method compares with. A method's own published cells live beside it, in
+# `<method folder>/published.json` (see `published()`).
 PUBLISHED = {
     # DARTS (Liu et al., 2019), first and second order, from the authors' genotypes.py.
     "DARTS_V1": "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), "
@@ -286,18 +290,42 @@ PUBLISHED = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def published():
+    """Every published genotype by name: `PUBLISHED` above, and the entries of each method folder's
+    `published.json` beside `common/` ({name: {"genotype": DARTS text or genotype JSON, "source":
+    where it was published, ...}}, or {name: {"alias": other name}}). Values: (genotype, source)."""
+    entries = {name: {"genotype": text, "source": "common/genotypes.py"} for name, text in PUBLISHED.items()}
+    for path in sorted(Path(__file__).resolve().parents[1].glob("*/published.json")):
+        for name, entry in json.loads(path.read_text()).items():
+            if name in entries:
+                raise GenotypeError(f"{path}: the published name {name!r} is defined twice")
+            entries[name] = {**entry, "source": entry.get("source", str(path.parent.name))}
+    out = {}
+    for name, entry in entries.items():
+        target = entry
+        while "alias" in target:
+            target = entries[target["alias"]]
+        g = target["genotype"]
+        g = parse_darts_text(g) if isinstance(g, str) and not g.startswith("|") else \
+            Genotype(normal=parse_nb201(g)) if isinstance(g, str) else from_dict(g)
+        source = entry["source"] if "alias" not in entry else f"= {entry['alias']}"
+        out[name] = (g, source)
+    return out
+
+
 def load(arch):
     """A published name, a JSON file, the DARTS text form or a NAS-Bench-201 string."""
     arch = str(arch).strip()
-    if arch in PUBLISHED:
-        return parse_darts_text(PUBLISHED[arch])
+    if arch in published():
+        return published()[arch][0]
     if arch.startswith("Genotype("):
         return parse_darts_text(arch)
     if arch.startswith("|"):
         return Genotype(normal=parse_nb201(arch))
     path = Path(arch)
     if not path.is_file():
-        raise GenotypeError(f"{arch!r} is neither a published genotype ({', '.join(PUBLISHED)}), "
+        raise GenotypeError(f"{arch!r} is neither a published genotype (python -m common.genotypes list), "
                             "a JSON file, a DARTS Genotype(...) text nor a NAS-Bench-201 string")
     try:
         d = json.loads(path.read_text())
@@ -391,7 +419,17 @@ def main(argv=None):
     show.add_argument("--layers", type=int, default=None, help="default: 20 on CIFAR, 14 on ImageNet")
     show.add_argument("--init_channels", type=int, default=None, help="default: 36 on CIFAR, 48 on ImageNet")
     show.add_argument("--dot", default=None, help="also write the cells as Graphviz DOT to this file")
+    sub.add_parser("list", help="every published genotype by name, with where it was published")
     args = parser.parse_args(argv)
+    if args.cmd == "list":
+        try:
+            names = published()
+        except GenotypeError as e:
+            die(str(e))
+        width = max(map(len, names))
+        for name, (_, source) in names.items():
+            print(f"{name:{width}}  {source}")
+        return
     try:
         g = load(args.arch)
     except GenotypeError as e:

@@ -8,8 +8,11 @@ DARTS_PT_FIX_ALPHA_<seed>).
 Usage: python darts_pt/train.py --arch RUN/projection_pt/genotype.json [--dataset cifar10 --data DIR]
 """
 import sys
+from pathlib import Path
 
-import darts_pt  # noqa: F401  (registers the published DARTS-PT genotypes)
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from common import train_eval
 
 

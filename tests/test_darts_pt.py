@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
-import darts_pt  # noqa: F401  (registers the published genotypes)
 from common.data import make_loader
 from common.genotypes import load
 from common.operations import Noise, SearchSpace, get_space
@@ -78,7 +77,7 @@ def test_published_genotypes_load():
     for name in ("DARTS_PT", "DARTS_PT_FIX_ALPHA", "DARTS_PT_0", "DARTS_PT_3", "DARTS_PT_FIX_ALPHA_1"):
         g = load(name)
         assert g.kind == "darts" and all(len(node) == 2 for node in g.normal.nodes)
-    assert load("DARTS_PT") == load("DARTS_PT_2") != load("DARTS_PT_FIX_ALPHA")
+    assert load("DARTS_PT") == load("DARTS_PT_3") != load("DARTS_PT_FIX_ALPHA")  # the paper's best cell: 2.48%, 3.3M
 
 
 # ---------------------------------------------------------------- updates of the super-net

@@ -16,6 +16,7 @@ def test_published_genotypes_load():
     for name in G.PUBLISHED:
         g = G.load(name)
         assert g.kind == "darts" and len(g.normal.nodes) == 4 and g.normal.concat == (2, 3, 4, 5)
+    assert set(G.PUBLISHED) < set(G.published())
     assert DARTS_V2.normal.nodes[3] == (("skip_connect", 0), ("dil_conv_3x3", 2))
 
 
@@ -142,3 +143,11 @@ def test_cli_show(tmp_path):
     proc = run(["-m", "common.genotypes", "show", bad], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "unknown op 'warp_drive'" in proc.stderr
+
+
+def test_every_published_name_works_from_the_cli_without_importing_a_method():
+    """Each method folder's published.json is found by name wherever a genotype is expected."""
+    listed = run(["-m", "common.genotypes", "list"]).stdout
+    assert "DARTS_V2" in listed and "DARTS_PT_3" in listed
+    shown = run(["-m", "common.genotypes", "show", "DARTS_PT"]).stdout
+    assert json.loads(shown.splitlines()[-1])["params_M"] == pytest.approx(3.33, abs=0.01)  # the paper's best: 3.3M
