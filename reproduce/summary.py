@@ -1,15 +1,14 @@
-"""The results table of run_all.sh, beside the papers' numbers.
+"""The results of a reproduction, laid out like the papers' tables, ours beside theirs.
 
-run_all.sh appends one line per evaluation run to OUT/runs.tsv (tab-separated):
-    method  paper_row  dataset  genotype.json  search_dir[,search_dir...]  eval_dir
-where `paper_row` is the row's label in the paper (the key into paper_results.json), `dataset`
-the evaluation dataset, and the search folders those whose cost the architecture took (a
-DARTS-PT search and its projection, the three stages of DARTS-PD, ...). This module groups the
-lines by (method, paper_row, dataset) and writes OUT/summary.md and OUT/summary.json.
+Reads OUT/plan.json (written by `python -m reproduce` before the first stage) and whatever stages
+have finished, and writes OUT/summary.md and OUT/summary.json: one table per paper table, its rows
+in the paper's order (the baselines the paper compares with, as printed), and for each of our rows
+the test error (mean ± sample std over its trainings, and the best), parameters, multiply-adds,
+search cost and memory measured on this run, the rule that chose its architecture, and the numbers
+of its measurements; then the figures (PNG, with matplotlib). It can run at any time: unfinished
+rows show what is done so far.
 
-Usage:
-  python -m reproduce.summary OUT                     the table
-  python -m reproduce.summary --best valid_top1 RUN.. the search whose last epoch has the highest valid_top1
+Usage: python -m reproduce.summary OUT
 """
 import argparse
 import json
@@ -18,46 +17,39 @@ import statistics
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reproduce import figures as figures_mod
+from reproduce.experiments import EXPERIMENTS
+from reproduce.registry import Figure
+from reproduce.select import read_json
+
 PAPER = Path(__file__).with_name("paper_results.json")
-FIELDS = ("method", "row", "dataset", "genotype", "search", "eval")
+PAPERS = ("msg_das", "entrannas", "darts_pt", "darts_pd", "d_darts", "baselines")
 
 
-def read_runs(out):
-    """The lines of OUT/runs.tsv as dicts, first occurrence of each evaluation folder only."""
-    path, seen, runs = Path(out) / "runs.tsv", set(), []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        run = dict(zip(FIELDS, line.split("\t")))
-        if len(run) == len(FIELDS) and run["eval"] not in seen:
-            seen.add(run["eval"])
-            runs.append({**run, "search": run["search"].split(",")})
-    return runs
+def paper_results():
+    return json.loads(PAPER.read_text())
 
 
-def _json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+def table_of(source):
+    """'Table 2 (reconstructed)' -> 'Table 2'; 'Fig. 3 / Sec. 4.5' -> 'Fig. 3'."""
+    words = source.replace("/", " ").replace("(", " ").split()
+    for i, w in enumerate(words[:-1]):
+        if w in ("Table", "Fig.", "Sec.", "App."):
+            return f"{w} {words[i + 1]}"
+    return source
 
 
-def search_cost(folder):
-    """Time, GPU-hours and peak GPU memory of a search folder: every `summary.json` below it is
-    a finished stage (search, projection, stage 2, ...); times add up, memory is the maximum."""
-    stages = [s for s in map(_json, sorted(Path(folder).rglob("summary.json"))) if s and "search_time_s" in s]
+def search_cost(out, names):
+    """Wall time, GPU-hours and peak GPU memory of the stages `names` (a search and its steps)."""
+    stages = [s for s in (read_json(Path(out) / n / "summary.json") for n in names) if s and "search_time_s" in s]
     gpu = [s["gpu_hours"] for s in stages if s.get("gpu_hours") is not None]
     mem = [s["peak_memory_MB"] for s in stages if s.get("peak_memory_MB") is not None]
-    return {"hours": sum(s["search_time_s"] for s in stages) / 3600,
+    return {"hours": sum(s["search_time_s"] for s in stages) / 3600 if stages else None,
             "gpu_hours": sum(gpu) if gpu else None, "peak_memory_MB": max(mem) if mem else None,
             "devices": sorted({s.get("device", "?").split(":")[0] for s in stages})}
-
-
-def drawing(genotype, out):
-    """The best picture of a genotype that exists (svg, png, else the DOT source), relative to OUT."""
-    stem = Path(genotype).with_suffix("")
-    for ext in (".svg", ".png", ".dot"):
-        if stem.with_suffix(ext).exists():
-            return str(Path(stem.with_suffix(ext)).resolve().relative_to(Path(out).resolve()))
-    return None
 
 
 def _mean(xs):
@@ -65,102 +57,158 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
-def paper_row(method, row, dataset, paper):
-    return next((p for p in paper if (p["method"], p["row"], p["dataset"]) == (method, row, dataset)), None)
+def row_results(out, parts, stages):
+    """Our numbers for one row, from the summary.json of its finished stages."""
+    out = Path(out)
+    trainings = [(n, read_json(out / n / "summary.json")) for n in parts["trainings"]]
+    done = [s for _, s in trainings if s and s.get("final_top1") is not None]
+    errors = [100 - s["final_top1"] for s in done]
+    searches = []  # each searched architecture: the search and its steps
+    for name in parts["searches"]:
+        steps = [s for s in parts["steps"] if s.startswith(name + "/")]
+        searches.append(search_cost(out, [name, *steps]))
+    select = read_json(out / parts["select"] / "summary.json") if parts.get("select") else None
+    measures = {}
+    for name in parts["measures"]:
+        measures.update({k: v for k, v in (read_json(out / name / "summary.json") or {}).items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    mems = [s["peak_memory_MB"] for s in searches if s["peak_memory_MB"] is not None]
+    return {
+        "trainings": len(trainings), "finished": len(done),
+        "datasets": sorted({s.get("dataset") for s in done}),
+        "test_error": _mean(errors), "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
+        "test_error_best": min(errors) if errors else None,
+        "params_M": _mean([s.get("params_M") for s in done]),
+        "mult_adds_M": _mean([s.get("mult_adds_M") for s in done]),
+        "searches": len(searches), "searches_finished": sum(s["hours"] is not None for s in searches),
+        "search_hours": _mean([s["hours"] for s in searches]),
+        "search_gpu_hours": _mean([s["gpu_hours"] for s in searches]),
+        "search_peak_memory_MB": max(mems) if mems else None,
+        "devices": sorted({d for s in searches for d in s["devices"]}),
+        "selected_by": select and {k: select.get(k) for k in ("rule", "key", "chosen", "value")},
+        "measures": measures,
+        "stages_done": sum((out / n / "summary.json").exists() for n in _row_stages(parts)),
+        "stages": len(_row_stages(parts)),
+    }
 
 
-def summarize(out, paper=None):
-    """One record per (method, paper row, dataset) with our numbers and the paper's."""
-    paper = paper if paper is not None else json.loads(PAPER.read_text())
-    groups = {}
-    for run in read_runs(out):
-        groups.setdefault((run["method"], run["row"], run["dataset"]), []).append(run)
-    table = []
-    for (method, row, dataset), runs in groups.items():
-        evals = [(r, _json(Path(r["eval"]) / "summary.json")) for r in runs]
-        done = [(r, s) for r, s in evals if s and s.get("final_top1") is not None]
-        errors = [100 - s["final_top1"] for _, s in done]
-        costs = {d: search_cost(d) for r, _ in evals for d in r["search"]}
-        per_arch = [[costs[d] for d in r["search"]] for r, _ in evals]  # the stages behind each architecture
-        gpu = [[c["gpu_hours"] for c in arch if c["gpu_hours"] is not None] for arch in per_arch]
-        mems = [c["peak_memory_MB"] for c in costs.values() if c["peak_memory_MB"] is not None]
-        table.append({
-            "method": method, "row": row, "dataset": dataset, "runs": len(runs), "finished": len(done),
-            "trained_on": sorted({s.get("dataset") for _, s in done}),
-            "test_error": _mean(errors), "test_error_std": statistics.pstdev(errors) if len(errors) > 1 else None,
-            "test_error_best": min(errors) if errors else None,
-            "params_M": _mean([s.get("params_M") for _, s in done]),
-            "mult_adds_M": _mean([s.get("mult_adds_M") for _, s in done]),
-            "search_hours": _mean([sum(c["hours"] for c in arch) for arch in per_arch]),
-            "search_gpu_hours": _mean([sum(g) if g else None for g in gpu]),
-            "search_peak_memory_MB": max(mems) if mems else None,
-            "devices": sorted({d for c in costs.values() for d in c["devices"]}),
-            "drawings": sorted({d for r in runs if (d := drawing(r["genotype"], out))}),
-            "eval_dirs": [r["eval"] for r in runs],
-            "paper": paper_row(method, row, dataset, paper)})
-    return table
+def _row_stages(parts):
+    names = [*parts["searches"], *parts["steps"], *parts.get("short", []), *parts["trainings"], *parts["measures"]]
+    return names + ([parts["select"]] if parts.get("select") else [])
+
+
+def summarize(out):
+    """Every table of the papers in the plan: [{"paper", "table", "rows": [...]}], ours beside the
+    paper's; and the figures' numbers."""
+    out = Path(out)
+    plan = read_json(out / "plan.json")
+    if plan is None:
+        raise FileNotFoundError(f"{out / 'plan.json'}: no plan here (run `bash run_all.sh --out {out}` first)")
+    ours = {tuple(r["key"]): r for r in plan["rows"]}
+    papers = {k[0] for k in ours}
+    tables = {}
+    for p in paper_results():
+        key = (p["method"], p["row"], p["dataset"])
+        if p["method"] not in papers:
+            continue
+        ours_row = ours.pop(key, None)
+        tables.setdefault((p["method"], table_of(p["source"])), []).append(
+            {"row": p["row"], "dataset": p["dataset"], "baseline": p["baseline"], "paper": p,
+             "ours": ours_row and row_results(out, ours_row["parts"], plan["stages"])})
+    for key, r in ours.items():  # rows the paper prints only in a figure, or not at all
+        tables.setdefault((key[0], r["table"]), []).append(
+            {"row": key[1], "dataset": key[2], "baseline": False, "paper": None,
+             "ours": row_results(out, r["parts"], plan["stages"])})
+    order = {p: i for i, p in enumerate(PAPERS)}
+    tables = [{"paper": paper, "table": table, "rows": rows}
+              for (paper, table), rows in sorted(tables.items(), key=lambda kv: (order.get(kv[0][0], 99), _num(kv[0][1])))]
+    results = {(t["paper"], r["row"], r["dataset"]): r["ours"] for t in tables for r in t["rows"] if r["ours"]}
+    parts = {tuple(r["key"]): r["parts"] for r in plan["rows"]}
+    printed = {(p["method"], p["row"], p["dataset"]): p for p in paper_results()}
+    figures = [figures_mod.figure_data(f, results, out, parts, printed) for f in EXPERIMENTS
+               if isinstance(f, Figure) and f.paper in papers]
+    return tables, figures
+
+
+def _num(table):
+    """Tables first, then sections, appendices and figures, each in their numbers' order."""
+    kind, _, n = table.partition(" ")
+    rank = {"Table": 0, "Sec.": 1, "App.": 2, "Fig.": 3}.get(kind, 4)
+    try:
+        return (rank, kind, float(n.rstrip(".").split(".")[0]), n)
+    except ValueError:
+        return (rank, kind, math.inf, n)
 
 
 def _f(x, digits=2):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def markdown(table):
-    lines = ["# Results", "",
-             "Ours: test error of the last epoch (mean ± std over the runs listed, population std; best), parameters "
-             "and multiply-adds of the evaluation network, search time per architecture (all stages) in hours, "
-             "GPU-hours when it ran on GPUs, peak GPU memory of the search. Paper: the same columns as printed "
-             "(search cost in GPU-days, memory in GB), with the table they come from.", "",
-             "| method | setting (paper row) | dataset | runs | error % | best % | params M | M-adds M | search h "
-             "(device) | search GPU-h | search mem MB | paper error % | paper params M | paper M-adds M "
-             "| paper GPU-days | paper mem GB | source | cells |",
-             "|" + "---|" * 18]
-    for t in table:
-        p = t["paper"] or {}
-        err = _f(t["test_error"]) + (f" ± {_f(t['test_error_std'])}" if t["test_error_std"] is not None else "")
-        perr = _f(p.get("test_error")) + (f" ± {_f(p['test_error_std'])}" if p.get("test_error_std") is not None
-                                          else "")
-        runs = f"{t['finished']}/{t['runs']}" if t["finished"] != t["runs"] else str(t["runs"])
-        data = t["dataset"] if t["trained_on"] in ([], [t["dataset"]]) else \
-            f"{','.join(t['trained_on'])} (paper: {t['dataset']})"
-        cells = " ".join(f"[{i + 1}]({d})" for i, d in enumerate(t["drawings"]))
-        lines.append(f"| {t['method']} | {t['row']} | {data} | {runs} | {err} | {_f(t['test_error_best'])} | "
-                     f"{_f(t['params_M'], 3)} | {_f(t['mult_adds_M'], 1)} | {_f(t['search_hours'], 3)} "
-                     f"({','.join(t['devices'])}) | {_f(t['search_gpu_hours'], 3)} | "
-                     f"{_f(t['search_peak_memory_MB'], 0)} | {perr} | {_f(p.get('params_M'))} | "
-                     f"{_f(p.get('mult_adds_M'), 0)} | {_f(p.get('search_cost_gpu_days'))} | "
-                     f"{_f(p.get('search_memory_GB'), 1)} | {p.get('source', 'not in the paper')} | {cells} |")
-    if any(d.endswith(".dot") for t in table for d in t["drawings"]):
-        lines += ["", "The cells are linked as DOT files: graphviz' `dot` program was not installed when they were "
-                  "drawn (`dot -Tsvg FILE -o FILE.svg` renders one)."]
-    return "\n".join(lines) + "\n"
+def _err(mean, std, n=None):
+    s = _f(mean) + (f" ± {_f(std)}" if std is not None else "")
+    return s + (f" ({n})" if n and mean is not None else "")
 
 
-def best_run(folders, key):
-    """The folder with the highest final `key`: from its summary.json, else from the last record of
-    its metrics.jsonl (EnTranNAS keeps the search with the best validation accuracy of five)."""
-    def final(folder):
-        summary = _json(Path(folder) / "summary.json") or {}
-        if key in summary:
-            return summary[key]
-        lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
-        return json.loads(lines[-1])[key] if lines else -math.inf
-    return max(folders, key=final)
+def figure_file(data):
+    slug = "".join(c if c.isalnum() else "-" for c in data["figure"]).strip("-").lower()
+    return f"figures/{data['paper']}-{slug}.png"
+
+
+def markdown(tables, figures=(), drawn=()):
+    lines = ["# Results beside the papers", "",
+             "Each table is a table of a paper, in its order. **ours**: test error of the last epoch, mean ± sample "
+             "std over the trainings that finished (how many in brackets), the best; parameters and multiply-adds "
+             "of the evaluation network; search cost per searched architecture (GPU-hours on GPUs, else hours on "
+             "the device named) and peak GPU memory; the rule that chose the architecture. **paper**: as printed "
+             "(search cost in GPU-days, memory in GB). A row without ours is a baseline the paper cites.", ""]
+    for t in tables:
+        lines += [f"## {t['paper']}: {t['table']}", "",
+                  "| row | dataset | ours: error % | best | paper: error % | params M (ours / paper) | "
+                  "M-adds (ours / paper) | search cost (ours / paper GPU-days) | memory (ours MB / paper GB) | "
+                  "chosen by | measured |", "|" + "---|" * 11]
+        for r in t["rows"]:
+            o, p = r["ours"] or {}, r["paper"] or {}
+            cost = _f(o.get("search_gpu_hours"), 3) + " GPU-h" if o.get("search_gpu_hours") is not None else \
+                (_f(o.get("search_hours"), 3) + f" h ({','.join(o['devices'])})" if o.get("search_hours") else "–")
+            sel = o.get("selected_by") or {}
+            chosen = f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else "")
+            measured = ", ".join(f"{k} {_f(v, 3)}" for k, v in (o.get("measures") or {}).items())
+            lines.append(
+                f"| {r['row']}{' (baseline)' if r['baseline'] else ''} | {r['dataset']} | "
+                f"{_err(o.get('test_error'), o.get('test_error_std'), o.get('finished')) if o else ''} | "
+                f"{_f(o.get('test_error_best')) if o else ''} | "
+                f"{_err(p.get('test_error'), p.get('test_error_std'))} | "
+                f"{_f(o.get('params_M'), 2)} / {_f(p.get('params_M'))} | "
+                f"{_f(o.get('mult_adds_M'), 0)} / {_f(p.get('mult_adds_M'), 0)} | "
+                f"{cost} / {_f(p.get('search_cost_gpu_days'))} | "
+                f"{_f(o.get('search_peak_memory_MB'), 0)} / {_f(p.get('search_memory_GB'), 1)} | {chosen} | {measured} |")
+        lines.append("")
+    for data in figures:
+        lines += [f"## {data['paper']}: {data['figure']}, {data['title']}", ""]
+        if figure_file(data) in drawn:
+            lines += [f"![{data['paper']} {data['figure']}]({figure_file(data)})", ""]
+        for s in data["series"]:
+            pts = ", ".join(f"{x}: {_f(y, 3)}" for x, y, *_ in s["points"])
+            lines.append(f"- {s['label']}: {pts or 'nothing finished yet'}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folders", nargs="+", help="OUT of run_all.sh, or search folders with --best")
-    p.add_argument("--best", metavar="KEY", help="print the search folder with the highest final KEY")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out", help="the OUT folder of run_all.sh")
     a = p.parse_args(argv)
-    if a.best:
-        print(best_run(a.folders, a.best))
-        return
-    out = Path(a.folders[0])
-    table = summarize(out)
-    (out / "summary.json").write_text(json.dumps(table, indent=1) + "\n")
-    (out / "summary.md").write_text(markdown(table))
-    print(f"{out / 'summary.md'}: {len(table)} rows")
+    out = Path(a.out)
+    try:
+        tables, figures = summarize(out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    drawn = [figure_file(d) for d in figures if figures_mod.draw(d, out / figure_file(d))]
+    (out / "summary.json").write_text(json.dumps({"tables": tables, "figures": figures}, indent=1, default=str) + "\n")
+    (out / "summary.md").write_text(markdown(tables, figures, drawn))
+    print(f"{out / 'summary.md'}: {sum(len(t['rows']) for t in tables)} rows in {len(tables)} tables")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""The papers' quantitative figures, drawn from what a reproduction measured (matplotlib, the
+optional extra `pip install -e ".[reproduce]"`; without it the figures' numbers are still in
+summary.json).
+
+  points  each row of the figure is one point: x is one of the row's coordinates (`Row.x`), y one
+          of its reported numbers (test error, search GPU-hours, a measurement); the paper's
+          values, where it prints them, are drawn beside ours.
+  curves  one curve per row: a metrics.jsonl key per epoch of the row's searches (mean over seeds).
+"""
+import json
+from pathlib import Path
+
+
+# A row's number in paper_results.json that stands for each y of ours.
+PAPER_KEYS = {"test_error": lambda p: p.get("test_error"), "params_M": lambda p: p.get("params_M"),
+              "search_gpu_hours": lambda p: p["search_cost_gpu_days"] * 24 if p.get("search_cost_gpu_days") else None}
+
+
+def figure_data(fig, results, out, parts_of, paper=None):
+    """The numbers of one figure: {"series": [{"label", "y_name", "points", "paper"}]};
+    `results[key]` are the rows' reported numbers (reproduce.summary.row_results), `parts_of[key]`
+    their stages, `paper[key]` their entries in paper_results.json."""
+    series, paper = [], paper or {}
+
+    def paper_value(row, y):
+        if (row.row, y) in fig.paper_values:
+            return fig.paper_values[(row.row, y)]
+        entry = paper.get(row.key)
+        return PAPER_KEYS[y](entry) if entry and y in PAPER_KEYS else None
+
+    if fig.kind == "points":  # one series per `x["series"]` of the rows (one series if none)
+        groups = {}
+        for row in fig.rows:
+            groups.setdefault(row.x.get("series", "ours"), []).append(row)
+        for y in fig.y:
+            for label, rows in groups.items():
+                pts = []
+                for row in rows:
+                    r = results.get(row.key)
+                    value = None if r is None else r.get(y, r.get("measures", {}).get(y))
+                    pts.append((row.x.get(fig.xkey), value, row.row))
+                series.append({"label": f"{label}: {y}", "y_name": y, "points": pts,
+                               "paper": [(row.x.get(fig.xkey), paper_value(row, y), row.row) for row in rows
+                                         if paper_value(row, y) is not None]})
+    elif fig.kind == "curves":
+        for row in fig.rows:
+            parts = parts_of.get(row.key)
+            if parts is None:
+                continue
+            for y in fig.y:
+                curves = [_curve(Path(out) / s / "metrics.jsonl", fig.xkey, y) for s in parts["searches"]]
+                curves = [c for c in curves if c]
+                if curves:
+                    n = min(len(c) for c in curves)
+                    points = [(curves[0][i][0], sum(c[i][1] for c in curves) / len(curves)) for i in range(n)]
+                    series.append({"label": f"{row.row}: {y}", "y_name": y, "points": points, "runs": len(curves)})
+    else:
+        raise ValueError(f"unknown figure kind {fig.kind!r}")
+    return {"paper": fig.paper, "figure": fig.figure, "title": fig.title, "kind": fig.kind, "x": fig.xkey,
+            "series": series}
+
+
+def _curve(path, xkey, ykey):
+    if not path.exists():
+        return []
+    pts = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get(ykey) is not None:
+            pts.append((r.get(xkey), r[ykey]))
+    return pts
+
+
+def draw(data, path):
+    """Draw one figure's numbers into a PNG; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = sorted({s["y_name"] for s in data["series"]})
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for s in (s for s in data["series"] if s["y_name"] == name):
+            pts = [(x, y) for x, y, *_ in s["points"] if x is not None and y is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=s["label"])
+            paper = [(x, y) for x, y, *_ in s.get("paper", []) if x is not None and y is not None]
+            if paper:
+                ax.plot(*zip(*paper), marker="s", linestyle="--", label=s["label"].replace(name, "paper"))
+        ax.set_xlabel(data["x"])
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{data['paper']} {data['figure']}: {data['title']}", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

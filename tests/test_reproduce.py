@@ -1,0 +1,120 @@
+"""The experiment registry: every row and figure of the papers has an entry, and the plan built from
+it is a consistent DAG."""
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from reproduce import select, summary
+from reproduce.experiments import EXPERIMENTS
+from reproduce.registry import Context, Figure, Plan, PlanError, Row, Search, Select, Train, kind, plan
+
+PAPER = summary.paper_results()
+ROWS = [e for e in EXPERIMENTS if isinstance(e, Row)]
+FIGURES = [e for e in EXPERIMENTS if isinstance(e, Figure)]
+FULL = Context(data="/data", imagenet="/imagenet", voc="/voc")
+
+
+def test_paper_rows_are_unique():
+    keys = Counter((p["method"], p["row"], p["dataset"]) for p in PAPER)
+    assert [k for k, n in keys.items() if n > 1] == []
+
+
+def test_every_non_baseline_row_of_the_papers_has_an_experiment():
+    ours = {r.key for r in ROWS}
+    missing = [(p["method"], p["source"], p["row"], p["dataset"]) for p in PAPER
+               if not p["baseline"] and (p["method"], p["row"], p["dataset"]) not in ours]
+    assert missing == []
+
+
+def test_every_experiment_names_a_paper_row_or_a_figure():
+    printed = {(p["method"], p["row"], p["dataset"]) for p in PAPER}
+    in_figures = {r.key for f in FIGURES for r in f.rows}
+    assert [r.key for r in ROWS if r.key not in printed and r.key not in in_figures] == []
+    for f in FIGURES:
+        assert f.rows and f.kind in ("points", "curves") and f.figure.startswith("Fig.")
+        assert all(r in ROWS for r in f.rows), f"{f.figure}: a row of the figure is not in EXPERIMENTS"
+
+
+def _check_dag(p):
+    seen = set()
+    for s in p.stages.values():
+        assert all(d in seen for d in s.deps), f"{s.name} depends on a stage planned after it"
+        seen.add(s.name)
+        for a in s.argv:  # every folder a command reads is a stage it depends on
+            if a.startswith("{out}/"):
+                folder = a[len("{out}/"):]
+                assert any(folder == d or folder.startswith(d + "/") for d in s.deps), (s.name, a)
+
+
+def test_full_plan_is_a_dag_with_every_row():
+    p = plan(EXPERIMENTS, FULL)
+    _check_dag(p)
+    assert set(p.rows) == {r.key for r in ROWS} and p.skipped == []
+    searches = [s for s in p.stages.values() if s.kind == "search"]
+    assert len({s.name for s in searches}) == len(searches)
+
+
+def test_without_imagenet_its_rows_are_skipped_not_failed():
+    p = plan(EXPERIMENTS, Context(data="/data"))
+    skipped = {r.key for r, _ in p.skipped}
+    assert skipped == {r.key for r in ROWS if "imagenet" in (r.dataset, r.search and r.search.dataset)
+                       or "voc" in (r.dataset,)}
+
+
+def test_smoke_plan_keeps_one_row_of_every_kind_and_is_small():
+    p = plan(EXPERIMENTS, Context(smoke=True))
+    _check_dag(p)
+    assert {kind(r) for r in ROWS} == {kind(r) for r in ROWS if r.key in p.rows}
+    assert all(s.gpus <= 1 for s in p.stages.values())
+    for s in p.stages.values():
+        if s.kind in ("search", "train"):
+            assert "synthetic" in s.argv and "--epochs" in s.argv
+
+
+def test_two_entries_that_define_one_stage_differently_are_refused():
+    a = Row("msg_das", "Table 1", "a", search=Search("msg_das", "x", ("--K", "2")), train=Train())
+    b = Row("msg_das", "Table 1", "b", search=Search("msg_das", "x", ("--K", "3")), train=Train())
+    with pytest.raises(PlanError, match="differently"):
+        plan([a, b], FULL)
+    with pytest.raises(PlanError, match="two rows"):
+        plan([a, a], FULL)
+
+
+def test_rows_sharing_a_search_share_its_stages():
+    s = Search("msg_das", "x", seeds=(0, 1))
+    rows = [Row("msg_das", "T", "a", search=s, train=Train()), Row("msg_das", "T", "b", search=s, train=Train()),
+            Row("msg_das", "T", "c", search=s, select=Select("search:valid_top1"), train=Train(seeds=(0, 1, 2)))]
+    p = plan(rows, FULL)
+    assert [n for n, st in p.stages.items() if st.kind == "search"] == ["msg_das/x/s0", "msg_das/x/s1"]
+    assert p.stages["msg_das/x/s0"].rows == [r.key for r in rows]
+    assert p.rows[rows[2].key][1]["trainings"] == [f"msg_das/x/select-search-valid_top1-cifar10-e{e}" for e in range(3)]
+
+
+def test_selection_uses_validation_never_test(tmp_path):
+    genos, trainings = [], []
+    for i, (valid, test) in enumerate(((60.0, 90.0), (70.0, 10.0))):
+        t = tmp_path / f"t{i}"
+        t.mkdir()
+        (t / "summary.json").write_text(json.dumps({"valid_top1": valid, "final_top1": test}))
+        trainings.append(str(t))
+        genos.append("DARTS_V2" if i == 0 else "PC_DARTS_cifar")
+    i, values, key = select.choose("valid", genos, trainings)
+    assert (i, values, key) == (1, [60.0, 70.0], "valid_top1")
+    select.main(["--rule", "valid", "--genotypes", *genos, "--trainings", *trainings, "--save", str(tmp_path / "s")])
+    out = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert out["chosen"] == "PC_DARTS_cifar" and (tmp_path / "s" / "genotype.json").exists()
+
+
+def test_summary_uses_the_sample_std(tmp_path):
+    errs = [2.0, 3.0, 4.0]
+    names = []
+    for i, e in enumerate(errs):
+        (tmp_path / f"t{i}").mkdir()
+        (tmp_path / f"t{i}" / "summary.json").write_text(json.dumps({"final_top1": 100 - e, "params_M": 3.0}))
+        names.append(f"t{i}")
+    parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": names, "measures": []}
+    r = summary.row_results(tmp_path, parts, [])
+    assert r["test_error"] == pytest.approx(3.0) and r["test_error_std"] == pytest.approx(1.0)  # n-1
+    assert r["test_error_best"] == 2.0 and r["finished"] == 3
