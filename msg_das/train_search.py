@@ -30,7 +30,8 @@ def get_parser():
     # Sec. 4.2, "Searching Setup"
     p.add_argument("--K", type=int, default=2, help="number of mutually exclusive sub-graphs per iteration")
     p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=240)
+    p.add_argument("--epochs", type=int, default=240,
+                   help="search epochs (the paper's maximum); every schedule spans them, nothing stops earlier")
     p.add_argument("--learning_rate", type=float, default=0.025, help="SGD learning rate of the weights (cosine)")
     p.add_argument("--learning_rate_min", type=float, default=0.0)
     p.add_argument("--momentum", type=float, default=0.9)
@@ -54,7 +55,9 @@ def get_parser():
                    help="EXTRA, with --peer_loss: final weight of the peer term (linear from 0)")
     # Sec. 3.2: Dropblock-Identity; the paper gives no values (see README)
     p.add_argument("--drop_block_size", type=int, default=3, help="side of the square DropBlock blocks")
-    p.add_argument("--drop_block_prob", type=float, default=0.1, help="final DropBlock drop rate of skip-connect")
+    p.add_argument("--drop_block_prob", type=float, default=0.1,
+                   help="final drop rate of skip-connect's DropBlock (the paper's keep probability p is 1 - this); "
+                        "0: plain identity (Table 3 without Pseudo Identity)")
     p.add_argument("--drop_block_steps", type=int, default=4,
                    help="the rate starts at 0 and rises by prob/steps at `steps` evenly spaced epochs")
     add_run_args(p, seed=0)
