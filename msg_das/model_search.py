@@ -2,7 +2,8 @@
 
 - `gumbel_topk`: the Gumbel-TopK sampler of K mutually exclusive single-path cells (Sec. 3.1,
   Eq. 1-3, Alg. 1), with straight-through gradients to alpha;
-- `DropBlockIdentity`: the skip-connect of Sec. 3.2, identity followed by DropBlock (Eq. 4);
+- `dropblock_mask`, `DropBlockIdentity`: the skip-connect of Sec. 3.2, identity times an unscaled
+  DropBlock mask (Eq. 4), which scales the expected alpha_id gradient by the keep rate (Eq. 6);
 - `Network`: the DARTS search network (8 cells, reduction cells at 1/3 and 2/3, Sec. 4.2) over
   the DARTS ops with `none`. It runs either one sub-graph single-path (on each edge only the
   sampled op, scaled by its straight-through weight; Fig. 2) or the whole super-net with every
@@ -11,7 +12,6 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import drop_block2d
 
 from common.genotypes import Genotype, derive_darts
 from common.operations import FactorizedReduce, ReLUConvBN, get_space, search_op
@@ -47,9 +47,27 @@ def gumbel_topk(alpha, k, tau):
     return torch.stack(picks)
 
 
+def dropblock_mask(x, rate, block_size):
+    """The mask m~ of Eq. (4): 0 on square blocks of side `block_size` (DropBlock, Ghiasi et al.,
+    per sample and channel), 1 elsewhere, with every unit dropped with probability exactly `rate`.
+
+    A block may start at any of the (H + b - 1) x (W + b - 1) positions at which it overlaps the map
+    (clipped at the border), so every unit lies in exactly b^2 candidate blocks; each starts with
+    probability gamma = 1 - (1 - rate)^(1 / b^2), hence P(unit kept) = (1 - gamma)^(b^2) = 1 - rate:
+    the Bernoulli marginal E[m~] = p = 1 - rate of Eq. (6), block-correlated as DropBlock's."""
+    N, C, H, W = x.shape
+    b = block_size
+    gamma = 1.0 - (1.0 - rate) ** (1.0 / (b * b))
+    starts = torch.empty(N, C, H + b - 1, W + b - 1, dtype=x.dtype, device=x.device).bernoulli_(gamma)
+    return 1.0 - F.max_pool2d(starts, b, stride=1)  # unit (i, j) is dropped by the starts of its b x b window
+
+
 class DropBlockIdentity(nn.Module):
-    """Sec. 3.2, Eq. (4): the skip-connect as identity followed by DropBlock, y = x * m~ (the
-    architecture weight g(alpha_id) is applied by the edge). `p` is set by the search schedule."""
+    """Sec. 3.2, Eq. (4): the skip-connect as identity times a DropBlock mask, y = x * m~ (the
+    architecture weight g(alpha_id) is applied by the edge). The kept values are not rescaled, so in
+    expectation the output, and with it the gradient of alpha_id, shrinks by the keep rate 1 - p
+    (Eq. 5-6): this is how the module suppresses skip-connect. `p` (the drop rate) is set by the
+    search schedule; in evaluation mode the module is the identity."""
 
     def __init__(self, block_size):
         super().__init__()
@@ -59,9 +77,7 @@ class DropBlockIdentity(nn.Module):
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        # torchvision clips the block to the feature map and needs it odd: keep it odd on tiny maps
-        block = min(self.block_size, x.shape[-2], x.shape[-1])
-        return drop_block2d(x, self.p, block - (block % 2 == 0))
+        return x * dropblock_mask(x, self.p, self.block_size)  # Eq. (4): x * m~, no rescaling (Eq. 6)
 
 
 class MixedOp(nn.Module):

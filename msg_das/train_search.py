@@ -1,7 +1,7 @@
 """MSG-DAS search (Tan et al.): K mutually exclusive single-path sub-graphs, Dropblock-Identity,
 gradient-stopped super-net guidance; first-order alternating updates (Sec. 3, Sec. 4.2).
 
-Usage: python msg_das/train_search.py [--data DIR] [--K 2] [--lambda_guide 0.01] [--mutual] [--save RUN] [--resume]
+Usage: python msg_das/train_search.py [--data DIR] [--K 2] [--batch_size 128] [--lambda_guide 0.01] [--save RUN] [--resume]
 """
 import argparse
 import os
@@ -30,7 +30,8 @@ def get_parser():
     # Sec. 4.2, "Searching Setup"
     p.add_argument("--K", type=int, default=2, help="number of mutually exclusive sub-graphs per iteration")
     p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=240)
+    p.add_argument("--epochs", type=int, default=240,
+                   help="search epochs (the paper's maximum); every schedule spans them, nothing stops earlier")
     p.add_argument("--learning_rate", type=float, default=0.025, help="SGD learning rate of the weights (cosine)")
     p.add_argument("--learning_rate_min", type=float, default=0.0)
     p.add_argument("--momentum", type=float, default=0.9)
@@ -43,16 +44,20 @@ def get_parser():
     p.add_argument("--arch_weight_decay", type=float, default=1e-4)
     p.add_argument("--tau_max", type=float, default=10.0, help="Gumbel-softmax temperature at the first epoch")
     p.add_argument("--tau_min", type=float, default=1.0, help="... decayed linearly to this at the last epoch")
-    # Sec. 3.3 and Table 4: super-net guidance; Fig. 3: mutual learning
+    # Sec. 3.3, Table 4 and Fig. 3 ("KL weight lambda"): super-net guidance
     p.add_argument("--lambda_guide", type=float, default=0.01,
                    help="final weight of the super-net guidance (linear from 0); 0 skips the teacher pass")
-    p.add_argument("--mutual", action=argparse.BooleanOptionalAction, default=False,
-                   help="deep mutual learning: each sub-graph also learns from the others' detached predictions (Fig. 3)")
-    p.add_argument("--lambda_mutual", type=float, default=0.01,
-                   help="final weight of the mutual-learning term (linear from 0; Fig. 3 caption: 0.01)")
+    # an extra, in no equation of the paper (see README): peer-to-peer distillation between the sub-graphs
+    p.add_argument("--peer_loss", action=argparse.BooleanOptionalAction, default=False,
+                   help="EXTRA, not in the paper: each sub-graph also learns from the other sub-graphs' "
+                        "detached predictions")
+    p.add_argument("--lambda_peer", type=float, default=0.01,
+                   help="EXTRA, with --peer_loss: final weight of the peer term (linear from 0)")
     # Sec. 3.2: Dropblock-Identity; the paper gives no values (see README)
-    p.add_argument("--drop_block_size", type=int, default=3, help="DropBlock block size (odd)")
-    p.add_argument("--drop_block_prob", type=float, default=0.1, help="final DropBlock drop rate of skip-connect")
+    p.add_argument("--drop_block_size", type=int, default=3, help="side of the square DropBlock blocks")
+    p.add_argument("--drop_block_prob", type=float, default=0.1,
+                   help="final drop rate of skip-connect's DropBlock (the paper's keep probability p is 1 - this); "
+                        "0: plain identity (Table 3 without Pseudo Identity)")
     p.add_argument("--drop_block_steps", type=int, default=4,
                    help="the rate starts at 0 and rises by prob/steps at `steps` evenly spaced epochs")
     add_run_args(p, seed=0)
@@ -65,16 +70,16 @@ def parse_args(argv=None):
     if not 1 <= args.K <= NUM_OPS:
         die(f"--K {args.K}: the sub-graphs are mutually exclusive, so K must be between 1 and the "
             f"{NUM_OPS} candidate ops of an edge")
-    if args.mutual and args.K < 2:
-        die("--mutual needs at least two sub-graphs (--K 2 or more)")
-    if args.drop_block_size < 1 or args.drop_block_size % 2 == 0:
-        die(f"--drop_block_size {args.drop_block_size}: DropBlock needs an odd block size >= 1")
+    if args.peer_loss and args.K < 2:
+        die("--peer_loss needs at least two sub-graphs (--K 2 or more)")
+    if args.drop_block_size < 1:
+        die(f"--drop_block_size {args.drop_block_size}: the DropBlock block size must be at least 1")
     if not 0.0 <= args.drop_block_prob <= 1.0 or args.drop_block_steps < 1:
         die("--drop_block_prob must lie in [0, 1] and --drop_block_steps be at least 1")
     if args.tau_min <= 0 or args.tau_max <= 0:
         die("--tau_max and --tau_min must be positive")
-    if args.lambda_guide < 0 or args.lambda_mutual < 0:
-        die("--lambda_guide and --lambda_mutual must be >= 0")
+    if args.lambda_guide < 0 or args.lambda_peer < 0:
+        die("--lambda_guide and --lambda_peer must be >= 0")
     return args
 
 
@@ -111,12 +116,12 @@ def soft_cross_entropy(logits, p):
 
 
 def subgraph_losses(logits, y, soft_labels, lam, mu):
-    """Eq. (7) for every sub-graph k: L^k = L_cls^k + lam * CE(p_super, p^k), plus, with mutual
-    learning (Fig. 3), mu times the mean CE from the other sub-graphs' detached predictions.
-    Returns (sum of the L^k, mean L_cls, mean guidance term, mean mutual term)."""
+    """Eq. (7) for every sub-graph k: L^k = L_cls^k + lam * CE(p_super, p^k); with the extra
+    `--peer_loss` (not in the paper), plus mu times the mean CE from the other sub-graphs' detached
+    predictions. Returns (sum of the L^k, mean L_cls, mean guidance term, mean peer term)."""
     K = len(logits)
     peers = [F.softmax(l.detach().float(), dim=-1) for l in logits] if mu > 0 else None
-    total, cls, guide, mutual = 0.0, 0.0, 0.0, 0.0
+    total, cls, guide, peer = 0.0, 0.0, 0.0, 0.0
     for k, lk in enumerate(logits):
         lk = lk.float()
         l_cls = F.cross_entropy(lk, y)
@@ -128,10 +133,10 @@ def subgraph_losses(logits, y, soft_labels, lam, mu):
         if peers is not None:
             m = sum(soft_cross_entropy(lk, peers[j]) for j in range(K) if j != k) / (K - 1)
             loss = loss + mu * m
-            mutual += m.item() / K
+            peer += m.item() / K
         total = total + loss  # Fig. 2: the final loss is the sum over the sub-graphs
         cls += l_cls.item() / K
-    return total, cls, guide, mutual
+    return total, cls, guide, peer
 
 
 # ---------------------------------------------------------------- the searcher
@@ -158,7 +163,7 @@ class Searcher(Checkpointed):
         a = self.args
         self.tau = tau_at(epoch, a)
         self.lam = lambda_at(epoch, a, a.lambda_guide)
-        self.mu = lambda_at(epoch, a, a.lambda_mutual) if a.mutual else 0.0
+        self.mu = lambda_at(epoch, a, a.lambda_peer) if a.peer_loss else 0.0
         self.drop_block = drop_block_at(epoch, a)
         self.net.set_drop_block(self.drop_block)
         self.lr = self.w_opt.param_groups[0]["lr"]
@@ -192,7 +197,7 @@ class Searcher(Checkpointed):
         with amp_autocast(self.device, self.amp):
             soft = self.soft_labels(x_t) if self.lam > 0 else None
             logits = [self.net(x_t, w_n, w_r) for w_n, w_r in self.net.sample(K, self.tau, detach=True)]
-            loss, cls, guide, mutual = subgraph_losses(logits, y_t, soft, self.lam, self.mu)
+            loss, cls, guide, peer = subgraph_losses(logits, y_t, soft, self.lam, self.mu)
         self.scaler.scale(loss).backward()
         if self.args.grad_clip > 0:
             self.scaler.unscale_(self.w_opt)
@@ -205,7 +210,7 @@ class Searcher(Checkpointed):
         if soft is not None:
             out["guide_loss"] = guide
         if self.mu > 0:
-            out["mutual_loss"] = mutual
+            out["peer_loss"] = peer
         return out
 
     def end_epoch(self, epoch, valid_queue):
@@ -213,9 +218,11 @@ class Searcher(Checkpointed):
         self.scheduler.step()
         valid_loss, valid_top1, _ = evaluate(self.net, valid_queue, self.device, self.amp)
         self.net.train()
-        return {"valid_loss": valid_loss, "valid_top1": valid_top1, "lr": self.lr, "tau": self.tau,
-                "lambda_guide": self.lam, "lambda_mutual": self.mu, "drop_block": self.drop_block,
-                "alpha_normal": self.net.alpha_normal.tolist(), "alpha_reduce": self.net.alpha_reduce.tolist()}
+        out = {"valid_loss": valid_loss, "valid_top1": valid_top1, "lr": self.lr, "tau": self.tau,
+               "lambda_guide": self.lam, "drop_block": self.drop_block}
+        if self.args.peer_loss:
+            out["lambda_peer"] = self.mu
+        return {**out, "alpha_normal": self.net.alpha_normal.tolist(), "alpha_reduce": self.net.alpha_reduce.tolist()}
 
     def genotype(self):
         return self.net.genotype()
@@ -230,8 +237,10 @@ def main(argv=None):
     save = setup_run(args, "search-msg_das")
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
+    extra = {"peer_loss": True, "lambda_peer": args.lambda_peer} if args.peer_loss else {}
     return search_loop(args, searcher, train_queue, valid_queue, save, device, method="msg_das", K=args.K,
-                       lambda_guide=args.lambda_guide, mutual=args.mutual, lambda_mutual=args.lambda_mutual, batch_size=args.batch_size)
+                       batch_size=args.batch_size, lambda_guide=args.lambda_guide,
+                       drop_block_prob=args.drop_block_prob, **extra)
 
 
 if __name__ == "__main__":

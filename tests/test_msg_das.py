@@ -17,7 +17,7 @@ from common.utils import MetricsLog, setup_run
 from conftest import ROOT, SMALL
 from msg_das import train as msg_train
 from msg_das import train_search
-from msg_das.model_search import DropBlockIdentity, MixedOp, Network, gumbel_noise, gumbel_topk
+from msg_das.model_search import DropBlockIdentity, MixedOp, Network, dropblock_mask, gumbel_noise, gumbel_topk
 
 TINY = [*SMALL, "--image_size", "8", "--layers", "3", "--init_channels", "4", "--batch_size", "16"]
 
@@ -164,7 +164,7 @@ def test_teacher_pass_keeps_no_graph_and_is_skipped_at_lambda_zero():
     batch = (x, torch.randint(10, (4,)))
     for flags, epoch, teacher in ((["--epochs", "3"], 2, True), (["--epochs", "3"], 0, False),
                                   (["--epochs", "3", "--lambda_guide", "0"], 2, False),
-                                  (["--epochs", "3", "--lambda_guide", "0", "--mutual"], 2, False)):
+                                  (["--epochs", "3", "--lambda_guide", "0", "--peer_loss"], 2, False)):
         s = _searcher(*flags)
         s.start_epoch(epoch)
         calls = _count_op_calls(s.net)
@@ -172,16 +172,16 @@ def test_teacher_pass_keeps_no_graph_and_is_skipped_at_lambda_zero():
         per_edge = {sum(calls[c, e, o] for o in range(8)) for c, e, _ in calls}
         # K sub-graphs in the architecture step, K in the weight step, + 8 ops of the super-net
         assert per_edge == {2 * 2 + 8 * teacher}, flags
-        assert ("guide_loss" in out) == teacher and ("mutual_loss" in out) == ("--mutual" in flags)
+        assert ("guide_loss" in out) == teacher and ("peer_loss" in out) == ("--peer_loss" in flags)
 
 
-def test_guidance_and_mutual_losses_follow_eq7():
+def test_guidance_and_peer_losses_follow_eq7():
     torch.manual_seed(0)
     logits = [torch.randn(5, 10, requires_grad=True) for _ in range(3)]
     y = torch.randint(10, (5,))
     p_super = F.softmax(torch.randn(5, 10), 1)
     lam, mu = 0.3, 0.2
-    total, cls, guide, mutual = train_search.subgraph_losses(logits, y, p_super, lam, mu)
+    total, cls, guide, peer = train_search.subgraph_losses(logits, y, p_super, lam, mu)
     # by hand: L^k = CE(y) - lam * sum_c p_super log p^k - mu * mean_{j != k} sum_c p^j log p^k
     log_p = [F.log_softmax(l, 1) for l in logits]
     p = [lp.exp().detach() for lp in log_p]
@@ -190,7 +190,7 @@ def test_guidance_and_mutual_losses_follow_eq7():
                    for k in range(3))
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert cls == pytest.approx(sum(F.cross_entropy(l, y).item() for l in logits) / 3, rel=1e-6)
-    assert guide > 0 and mutual > 0
+    assert guide > 0 and peer > 0
     # the peers' predictions are targets only: sub-graph 0's gradient is that of its own L^0
     total.backward()
     own = F.cross_entropy(logits[0], y) + lam * F.cross_entropy(logits[0], p_super) + mu * (
@@ -220,20 +220,57 @@ def test_schedules_start_at_zero_and_follow_their_shapes():
         assert {m.p for m in blocks} == {rate}
 
 
-def test_dropblock_identity_drops_blocks_only_in_training():
+def _opening(dropped, b):
+    """Morphological opening of a 0/1 map of dropped units by a b x b square, the outside of the map
+    counting as dropped: equal to `dropped` exactly when it is a union of (border-clipped) b x b blocks."""
+    eroded = 1 - F.max_pool2d(1 - F.pad(dropped, [b - 1] * 4, value=1.0), b, stride=1)
+    return F.max_pool2d(eroded, b, stride=1)
+
+
+def test_dropblock_identity_drops_whole_blocks_unscaled_only_in_training():
     skip = MixedOp(("skip_connect",), 4, 1, block_size=3).ops[0]
     assert isinstance(skip, DropBlockIdentity)
     reduce_skip = MixedOp(("skip_connect",), 4, 2, block_size=3).ops[0]
     assert not isinstance(reduce_skip, DropBlockIdentity)  # stride 2: FactorizedReduce, not an identity
-    x = torch.ones(8, 4, 16, 16)
-    assert torch.equal(skip(x), x)  # p = 0 at the start: identity
-    skip.p = 0.2
     torch.manual_seed(0)
+    x = torch.rand(8, 4, 16, 16) + 0.5
+    assert torch.equal(skip(x), x)  # p = 0 at the start: identity
+    skip.p = 0.3
     y = skip(x)
-    dropped = (y == 0).float().mean().item()
-    assert 0.1 < dropped < 0.3 and y.unique().numel() == 2  # zeros and the rescaled kept values
+    assert ((y == x) | (y == 0)).all()  # Eq. (4): x * m~, the kept values are not rescaled
+    dropped = (y == 0).float()
+    assert 0.25 < dropped.mean() < 0.35 and torch.equal(_opening(dropped, 3), dropped)  # whole 3x3 blocks
+    unit_dropout = (torch.rand_like(x) < 0.3).float()
+    assert not torch.equal(_opening(unit_dropout, 3), unit_dropout)  # the check tells blocks from single units
     assert torch.equal(skip.eval()(x), x)
+    skip.block_size = 5
     assert skip.train()(torch.ones(2, 4, 2, 2)).shape == (2, 4, 2, 2)  # a block larger than the map
+
+
+def test_eq6_dropblock_scales_the_expected_alpha_id_gradient_by_the_keep_rate():
+    """Eq. (5): d L / d alpha_id = dL/dy g'(alpha_id) (x * m~) for each mask; Eq. (6): over the masks its
+    mean is (1 - rate) times the gradient without the module. A mask that rescales the kept values
+    (torchvision's drop_block2d) leaves the ratio at 1."""
+    torch.manual_seed(0)
+    edge = MixedOp(("skip_connect", "max_pool_3x3"), 4, 1, block_size=3)
+    skip = edge.ops[0]
+    x, c = torch.rand(16, 4, 16, 16) + 0.5, torch.rand(16, 4, 16, 16) + 0.5  # c = dL/dy of a linear loss
+    alpha = torch.zeros(2, requires_grad=True)
+
+    def grad_alpha_id():
+        w = F.softmax(alpha, 0)  # g(alpha)
+        return torch.autograd.grad((c * edge(x, w, index=0)).sum(), alpha)[0][0]
+
+    base = grad_alpha_id()
+    assert base == pytest.approx(0.25 * (c * x).sum().item(), rel=1e-5)  # g' = w (1 - w) = 1/4
+    for rate in (0.1, 0.3):
+        skip.p = rate
+        torch.manual_seed(1)
+        m = dropblock_mask(x, rate, 3)
+        torch.manual_seed(1)
+        assert grad_alpha_id() == pytest.approx(0.25 * (c * x * m).sum().item(), rel=1e-5)  # Eq. (5)
+        mean = torch.stack([grad_alpha_id() for _ in range(100)]).mean()
+        assert (mean / base).item() == pytest.approx(1 - rate, abs=0.01), rate  # Eq. (6)
 
 
 # ---------------------------------------------------------------- end to end
@@ -297,7 +334,7 @@ def test_resume_after_kill_gives_the_same_alpha_and_genotype(tmp_path):
 
 
 def test_bad_flags_end_with_one_line(capsys):
-    for flags in (["--K", "9"], ["--K", "1", "--mutual"], ["--drop_block_size", "4"]):
+    for flags in (["--K", "9"], ["--K", "1", "--peer_loss"], ["--drop_block_size", "0"]):
         with pytest.raises(SystemExit) as e:
             train_search.parse_args(flags)
         err = capsys.readouterr().err
