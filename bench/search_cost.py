@@ -184,8 +184,8 @@ def max_batch_table(results, info, command, opts):
     lines = [f"# Largest batch that fits and the search cost there ({info['device']}"
              f"{', limit ' + str(opts.memory_limit_MB) + ' MB' if opts.memory_limit_MB else ''})", "",
              f"`{command}`", "", ", ".join(f"{k}: {v}" for k, v in info.items()), "",
-             f"| configuration | what | peak MB at {opts.batch_size} | largest batch | largest {opts.batch_size} x 2^m | "
-             "ms / step there | search days there | search days at the 2^m batch |", "|---|---|---|---|---|---|---|---|"]
+             f"| configuration | what | peak MB at {opts.batch_size} | largest batch | largest {opts.batch_size} x 2^m "
+             "| ms / step there | search days there | search days at the 2^m batch |", "|---" * 8 + "|"]
     for r in results:
         if r["batch"] is None:
             lines.append(f"| {r['name']} | {r['what']} | does not fit | | | | | |")

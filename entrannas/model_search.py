@@ -51,7 +51,8 @@ def sparsity_loss(beta):
 def engine_layers(layers, reductions, placement):
     """Indices of the Engine-cells (Sec. 2.5, Table 1): the first normal and the first reduction
     cell ("first", the paper's choice), the last of each ("last"), the first half of the normal and
-    of the reduction cells ("half"), or every cell ("all", DARTS)."""
+    of the reduction cells ("half"), or every cell ("all"; with no sharing, bottleneck or annealing
+    too, the super-net of DARTS)."""
     normal = [i for i in range(layers) if i not in reductions]
     reduce = [i for i in range(layers) if i in reductions]
     pick = {"first": lambda c: c[:1], "last": lambda c: c[-1:],

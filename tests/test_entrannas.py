@@ -363,7 +363,8 @@ def test_dst_search_resume_is_exact_and_flexible_genotype_trains(tmp_path, monke
     # Table 1 as the search recorded it after its last epoch, the same as computed again from the checkpoint
     row = consistency.table1(tmp_path / "full")
     searcher, _, valid_queue = consistency.load_search(tmp_path / "full", workers=0, device="cpu")
-    assert searcher.validate(valid_queue) == {k: m[-1][k] for k in consistency.KEYS} == {k: row[k] for k in consistency.KEYS}
+    recorded = {k: m[-1][k] for k in consistency.KEYS}
+    assert searcher.validate(valid_queue) == recorded == {k: row[k] for k in consistency.KEYS}
     assert row["drop"] == row["supernet_valid_top1"] - row["childnet_valid_top1"] and row["dst"]
 
 
@@ -413,8 +414,11 @@ def test_kendall_tau(tmp_path):
         (search[-1] / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "supernet_valid_top1": s}) + "\n")
         (evals[-1] / "summary.json").write_text(json.dumps({"final_top1": e, "best_top1": e}))
     # pairs: (0,1) D, (0,2) C, (0,3) C, (1,2) C, (1,3) C, (2,3) D -> (4 - 2) / 6
-    assert consistency.main(["kendall", "--search", *map(str, search), "--retrained", *map(str, evals)]) == \
-        pytest.approx(1 / 3)
+    out = tmp_path / "kendall.json"
+    assert consistency.main(["kendall", "--search", *map(str, search), "--retrained", *map(str, evals),
+                             "--out", str(out)]) == pytest.approx(1 / 3)
+    k = json.loads(out.read_text())
+    assert k["kendall_tau"] == pytest.approx(1 / 3) and [q["supernet"] for q in k["pairs"]] == [80.0, 82.0, 85.0, 84.0]
     # PC-DARTS: the super-net accuracy DARTS-PD's stage 1 logged after its last epoch
     for folder, s in zip(search, [84.0, 85.0, 80.0, 82.0]):
         (folder / "stage1").mkdir()
