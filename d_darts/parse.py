@@ -20,7 +20,7 @@ import torch
 from common.genotypes import export
 from common.search import write_summary
 from common.utils import die, load_checkpoint, log, setup_run
-from d_darts.model_search import PARSE_METHODS, parse_genotype
+from d_darts.model_search import PARSE_METHODS, SearchNetwork, parse_genotype
 
 
 def write_parsings(save, weights, reductions, threshold, shared, run, **meta):
@@ -46,21 +46,20 @@ def write_parsings(save, weights, reductions, threshold, shared, run, **meta):
 
 def searched_weights(run):
     """(sigmoid weights of every architecture, reduction positions, the search's args) of a search
-    folder, from its checkpoint (the architecture parameters after its last finished epoch)."""
+    folder, from its checkpoint (the super-net after its last finished epoch)."""
     run = Path(run)
     if not (run / "args.json").is_file() or not (run / "checkpoint.pt").is_file():
         die(f"{run}: no args.json and checkpoint.pt here; give the folder of a D-DARTS search (d_darts/train_search.py)")
     args = json.loads((run / "args.json").read_text())
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    net = ckpt.get("searcher", {}).get("net", {})
-    n = args.get("layers", 0)
-    if not all(f"cells.{i}.alpha" in net for i in range(n)):
-        die(f"{run}/checkpoint.pt holds no D-DARTS architecture parameters for {n} cells")
-    alphas = [net[f"cells.{i}.alpha"] for i in range(n)]
-    if args.get("share_alphas"):
-        alphas = [alphas[0], alphas[n // 3]]  # the normal cells' and the reduction cells' architecture
+    state = ckpt.get("searcher", {}).get("net", {})
+    if "classifier.weight" not in state or "layers" not in args:
+        die(f"{run}: not a D-DARTS search (its checkpoint holds no D-DARTS super-net)")
+    net = SearchNetwork(args["init_channels"], len(state["classifier.weight"]), args["layers"],
+                        share_alphas=args.get("share_alphas", False))
+    net.load_state_dict(state)
     log.info("%s: architecture after epoch %d of %d", run, ckpt["epoch"], args["epochs"])
-    return [torch.sigmoid(a.float()).tolist() for a in alphas], (n // 3, 2 * n // 3), args
+    return [torch.sigmoid(a.detach()).tolist() for a in net.alphas()], net.reductions, args
 
 
 def main(argv=None):
