@@ -45,8 +45,8 @@ def write_parsings(save, weights, reductions, threshold, shared, run, **meta):
 
 
 def searched_weights(run):
-    """(sigmoid weights of every architecture, reduction positions, the search's args) of a search
-    folder, from its checkpoint (the super-net after its last finished epoch)."""
+    """(sigmoid weights of every architecture, reduction positions, the search's args, epochs done)
+    of a search folder, from its checkpoint (the super-net after its last finished epoch)."""
     run = Path(run)
     if not (run / "args.json").is_file() or not (run / "checkpoint.pt").is_file():
         die(f"{run}: no args.json and checkpoint.pt here; give the folder of a D-DARTS search (d_darts/train_search.py)")
@@ -58,8 +58,7 @@ def searched_weights(run):
     net = SearchNetwork(args["init_channels"], len(state["classifier.weight"]), args["layers"],
                         share_alphas=args.get("share_alphas", False))
     net.load_state_dict(state)
-    log.info("%s: architecture after epoch %d of %d", run, ckpt["epoch"], args["epochs"])
-    return [torch.sigmoid(a.detach()).tolist() for a in net.alphas()], net.reductions, args
+    return [torch.sigmoid(a.detach()).tolist() for a in net.alphas()], net.reductions, args, ckpt["epoch"]
 
 
 def main(argv=None):
@@ -71,8 +70,9 @@ def main(argv=None):
     if not 0 < args.threshold <= 1:
         die(f"--threshold {args.threshold}: a sigmoid threshold lies in (0, 1]")
     args.save = args.save or str(Path(args.run) / f"threshold-{args.threshold:g}")
-    weights, reductions, search = searched_weights(args.run)
+    weights, reductions, search, epoch = searched_weights(args.run)
     save = setup_run(args, "parse-d_darts")
+    log.info("%s: the architecture after epoch %d of %d", args.run, epoch, search["epochs"])
     meta = {k: search.get(k) for k in ("dataset", "seed", "w01", "w_abl", "ablation_loss", "share_alphas")}
     report = write_parsings(save, weights, reductions, args.threshold, search.get("share_alphas", False),
                             args.run, search=str(args.run), **meta)
