@@ -384,7 +384,7 @@ def published():
 
 
 def load(arch):
-    """A published name, a JSON file, a text form (`parse_text`)."""
+    """A published name, a JSON file, a text form (`parse_text`) or a file holding one."""
     arch = str(arch).strip()
     if arch in published():
         return published()[arch][0]
@@ -393,13 +393,14 @@ def load(arch):
     path = Path(arch)
     if not path.is_file():
         raise GenotypeError(f"{arch!r} is neither a published genotype (python -m common.genotypes list), "
-                            "a JSON file, a Genotype(...) / Genotype_nested(...) text nor a NAS-Bench-201 string")
+                            "a file, a Genotype(...) / Genotype_nested(...) text nor a NAS-Bench-201 string")
     try:
-        d = json.loads(path.read_text())
+        text = path.read_text()
+        if text.lstrip().startswith(("Genotype(", "Genotype_nested(", "|")):  # a text form saved to a file
+            return parse_text(text)
+        return from_dict(json.loads(text))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
-    try:
-        return from_dict(d)
     except GenotypeError as e:
         raise GenotypeError(f"{path}: {e}") from None
 

@@ -248,7 +248,7 @@ def _params(arch, dataset="cifar10", layers=8):
     return count_params(train.build(arch, 1000 if dataset == "imagenet" else 10, args))
 
 
-def test_published_genotypes_by_name_and_text():
+def test_published_genotypes_by_name_and_text(tmp_path):
     """d_darts/published.json: the authors' Genotype_nested files, cell for cell, with the reduction
     cells where they were searched (2 and 5, not the files' [2, 6])."""
     names = [n for n, (_, source) in published().items() if source.startswith("aheuillet/D-DARTS")]
@@ -259,6 +259,8 @@ def test_published_genotypes_by_name_and_text():
         assert g.kind == "per_cell" and g.cells == text.cells and len(g.cells) == 8
         assert g.reductions == (2, 5) and text.reductions == (2, 6)
         assert load(entries[name]["text"]) == text  # pasted as --arch
+    (tmp_path / "authors.txt").write_text(entries["DD-4"]["text"] + "\n")  # or their file given as --arch
+    assert load(tmp_path / "authors.txt") == parse_text(entries["DD-4"]["text"])
     assert [len(load(n).cells[0].pairs()) for n in names] == [8, 28, 26, 8]  # sparse: 2 ops per node; edge: more
     # Table 1 at 36 channels: DD-2 3.3M, DD-4 3.9M, DD-5 1.7M (DD-1, printed 1.7M, counts 1.6M)
     assert [round(_params(load(n)), 2) for n in names] == [1.60, 3.28, 3.88, 1.71]
