@@ -126,7 +126,8 @@ CONFIGS = {
     "darts_pd ES generation": ("one ES generation (see --population, --es_images)", _es_generation),
     "d_darts L_F": ("D-DARTS, L_F only (w_abl 0)", _method("d_darts", "--w_abl", "0")),
     "d_darts L_AB constant": ("Sec. 5.3: constant ablation loss", _method("d_darts", "--ablation_loss", "constant")),
-    "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss", _method("d_darts")),
+    "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss",
+                                    _method("d_darts", "--ablation_loss", "differentiable")),
 }
 ONE_SHOT = {"darts_pd ES generation"}  # long steps: one warm-up (memory), one timed
 
