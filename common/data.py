@@ -273,7 +273,7 @@ def make_synthetic_seg(n, image_size=64, seed=0, chunk=500):
         m = chunk
         img = (0.1 + 0.5 * torch.rand(m, 3, generator=g)).view(m, 3, 1, 1).expand(m, 3, image_size, image_size)
         label = torch.zeros(m, image_size, image_size, dtype=torch.uint8)
-        for radius in ((0.35, 0.7), (0.3, 0.55)):  # back, then front
+        for radius in ((0.5, 0.9), (0.4, 0.7)):  # back, then front
             shape, colour = torch.randint(5, (m,), generator=g), torch.randint(4, (m,), generator=g)
             orient, freq = torch.randint(3, (m,), generator=g), torch.randint(7, (m,), generator=g)
             mask, fg = _draw(g, m, image_size, shape, colour, orient, freq, radius)

@@ -261,7 +261,7 @@ def genotype_backbone(args):
     except genotypes.GenotypeError as e:
         die(f"--arch: {e}")
     channels = net.classifier.in_features
-    net.classifier = None  # the ImageNet classifier is not part of the backbone
+    net.classifier = None  # the ImageNet classifier is not part of the backbone (nor the auxiliary head)
     if args.backbone:
         load_backbone_weights(net, args.backbone, drop=("classifier.", "auxiliary_head."))
     set_output_stride(net, args.output_stride)

@@ -48,10 +48,11 @@ def _backbone(output_stride, net):
     return net.eval()
 
 
-def test_atrous_backbone_has_the_output_stride_and_computes_the_imagenet_features_densely():
+@pytest.mark.parametrize("genotype", [EVERY_OP, "NASNet"])
+def test_atrous_backbone_has_the_output_stride_and_computes_the_imagenet_features_densely(genotype):
     torch.manual_seed(0)
     # 4 cells: normal, reduction, reduction, normal (the last one reads a FactorizedReduce'd s0)
-    net = build_network(EVERY_OP, "imagenet", 4, 4, 10).eval()
+    net = build_network(G.load(genotype) if isinstance(genotype, str) else genotype, "imagenet", 4, 4, 10).eval()
     for m in net.modules():  # BN statistics that are not the identity
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -76,7 +77,7 @@ def test_resnet50_backbone_output_stride():
 
 def _args(**kw):
     return Namespace(**{**dict(arch="DARTS_V2", backbone=None, layers=4, init_channels=4, output_stride=16,
-                               backbone_model="genotype", atrous_rates=[6, 12, 18], bn_momentum=0.1), **kw})
+                               backbone_model="genotype", atrous_rates=[6, 12, 18], bn_momentum=0.0003), **kw})
 
 
 def test_imagenet_weights_load_into_the_backbone(tmp_path, capsys):
@@ -89,7 +90,7 @@ def test_imagenet_weights_load_into_the_backbone(tmp_path, capsys):
     with torch.no_grad():
         assert torch.equal(model.backbone(x)["out"], imagenet.eval().features(x))
         assert model(x)["out"].shape == (2, 21, 64, 64)  # logits upsampled to the input
-    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(m.momentum == 0.0003 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     with pytest.raises(SystemExit) as e:  # a checkpoint of another network: one line, no traceback
         seg.build_model(_args(backbone=str(tmp_path / "checkpoint.pt"), init_channels=8), 21)
     err = capsys.readouterr().err
@@ -131,6 +132,7 @@ def test_evaluation_batches_are_padded_to_the_crop():
     assert x.shape == (2, 3, 9, 8) and y.shape == (2, 9, 8)
     assert y[0, :5, :7].eq(1).all() and y[0, 5:].eq(255).all() and y[0, :, 7:].eq(255).all()
     assert x[0, :, :5, :7].eq(1).all() and x[0, :, 5:].eq(0).all()
+    assert data.collate_padded(batch[:1], min_size=8)[1].shape == (1, 8, 8)
 
 
 def _fake_voc(root, images, labels, split):
