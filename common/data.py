@@ -259,6 +259,7 @@ def eval_loaders(args):
 SEG_IGNORE = 255  # the label of pixels that count in neither the loss nor the mIoU (VOC's object borders)
 SYNTHETIC_SEG_TRAIN, SYNTHETIC_SEG_TEST = 2000, 200
 SYNTHETIC_SEG_CLASSES = 6  # background and the five shapes of `_draw`
+VOC_CLASSES = 21  # Pascal VOC: 20 object classes and the background
 
 
 def make_synthetic_seg(n, image_size=64, seed=0, chunk=500):

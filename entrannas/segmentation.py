@@ -38,15 +38,14 @@ if __package__ in (None, ""):  # run as `python entrannas/segmentation.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import genotypes  # noqa: E402
-from common.data import (MEAN_STD, SEG_IGNORE, SYNTHETIC_SEG_CLASSES, SegmentationTransforms,  # noqa: E402
-                         SyntheticSegmentation, collate_padded, voc_segmentation)
+from common.data import (MEAN_STD, SEG_IGNORE, SYNTHETIC_SEG_CLASSES, VOC_CLASSES,  # noqa: E402
+                         SegmentationTransforms, SyntheticSegmentation, collate_padded, voc_segmentation)
 from common.network import build_network  # noqa: E402
 from common.operations import FactorizedReduce, Noise, Zero  # noqa: E402
 from common.utils import (AverageMeter, MetricsLog, Progress, add_run_args, amp_autocast, count_params,  # noqa: E402
                           die, gather_rng_states, get_device, load_checkpoint, log, resume_state,
                           save_checkpoint, set_rng_state, set_seed, setup_run)
 
-VOC_CLASSES = 21  # 20 object classes and the background
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "summary.json", "log.txt", "args.json")
 
 
@@ -98,6 +97,11 @@ def parse_args(argv=None):
         die("--arch describes a genotype backbone; --backbone_model resnet50 takes none")
     if args.resume and args.overwrite:
         die("--resume continues the run in --save and --overwrite replaces it: pass one of them")
+    if args.iterations < 1:
+        die(f"--iterations must be at least 1, not {args.iterations}")
+    if args.batch_size < 2:  # BatchNorm of ASPP's image pooling sees one value per channel and image
+        die(f"--batch_size must be at least 2 (ASPP's image-pooling branch normalises over the batch), "
+            f"not {args.batch_size}")
     args.crop_size = args.crop_size or (513 if args.dataset == "voc2012" else args.image_size)
     args.atrous_rates = args.atrous_rates or [r * 16 // args.output_stride for r in (6, 12, 18)]
     return args
@@ -357,7 +361,7 @@ def check_run_folder(args):
 
 
 def main(argv=None):
-    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
+    args = parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         die("segmentation.py runs in one process (DeepLabV3's batch of 16 fits one GPU): start it without torchrun")
     done = check_run_folder(args)
@@ -391,14 +395,13 @@ def main(argv=None):
     # [10] Sec. 4: "poly", lr x (1 - iter / max_iter) ^ power, stepped every iteration
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=args.iterations, power=args.lr_power)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+    parts = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)  # what a checkpoint holds
     epochs = math.ceil(args.iterations / len(train_queue))
     start_epoch, iteration, wall = 0, 0, 0.0
     ckpt = resume_state(args, device)
     if ckpt:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        for name, part in parts.items():
+            part.load_state_dict(ckpt[name])
         start_epoch, iteration, wall = ckpt["epoch"], ckpt["iteration"], ckpt["wall_time_s"]
         set_rng_state(ckpt["rng"][0])
     metrics = MetricsLog(save / "metrics.jsonl", start_epoch)
@@ -425,10 +428,8 @@ def main(argv=None):
             iteration += 1
             loss_m.update(loss.item(), len(y))
         metrics.write(dict(epoch=epoch, iteration=iteration, lr=lr, train_loss=loss_m.avg))
-        save_checkpoint(save / "checkpoint.pt", dict(
-            model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict(), epoch=epoch + 1, iteration=iteration, wall_time_s=time.time() - t0,
-            rng=gather_rng_states()))
+        save_checkpoint(save / "checkpoint.pt", {name: part.state_dict() for name, part in parts.items()} | dict(
+            epoch=epoch + 1, iteration=iteration, wall_time_s=time.time() - t0, rng=gather_rng_states()))
         log.info("%s iteration %d lr %.2e train loss %.4f", progress.line(epoch), iteration, lr, loss_m.avg)
 
     confusion = evaluate(model, val_queue, num_classes, device, args.amp)
