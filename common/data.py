@@ -257,7 +257,7 @@ def eval_loaders(args):
 # ---------------------------------------------------------------- semantic segmentation
 
 SEG_IGNORE = 255  # the label of pixels that count in neither the loss nor the mIoU (VOC's object borders)
-SYNTHETIC_SEG_TRAIN, SYNTHETIC_SEG_TEST = 2000, 200
+SYNTHETIC_SEG_TRAIN, SYNTHETIC_SEG_TEST = 2000, 100
 SYNTHETIC_SEG_CLASSES = 6  # background and the five shapes of `_draw`
 VOC_CLASSES = 21  # Pascal VOC: 20 object classes and the background
 
@@ -287,7 +287,7 @@ def make_synthetic_seg(n, image_size=64, seed=0, chunk=500):
 
 
 class SyntheticSegmentation(Dataset):
-    """The built-in segmentation data: 2,000 training and 200 validation images, 6 classes.
+    """The built-in segmentation data: 2,000 training and 100 validation images, 6 classes.
     `transforms(image, labels)` is applied to each pair."""
 
     def __init__(self, train, image_size=64, transforms=None, limit=None):
