@@ -282,11 +282,30 @@ def resnet_backbone(args):
     return create_feature_extractor(net, {"layer4": "out"}), 2048
 
 
+class PaddedDeepLabV3(DeepLabV3):
+    """torchvision's DeepLabV3 for a backbone that takes only sizes divisible by `multiple` (a
+    strided FactorizedReduce halves even sizes only, so a cell network at output stride 16 needs
+    multiples of 16; 513 becomes 528): the input is padded at the bottom and right with zeros (the
+    mean pixel, once normalised), and the logits are cropped back to the input's size."""
+
+    def __init__(self, backbone, classifier, multiple=1):
+        super().__init__(backbone, classifier)
+        self.multiple = multiple
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        out = super().forward(F.pad(x, (0, -w % self.multiple, 0, -h % self.multiple)))
+        return {"out": out["out"][..., :h, :w]}
+
+
 def build_model(args, num_classes):
     """DeepLabV3: the backbone, then torchvision's head (ASPP with `args.atrous_rates` and image
-    pooling, 256 channels) whose logits are upsampled bilinearly to the input size."""
-    backbone, channels = resnet_backbone(args) if args.backbone_model == "resnet50" else genotype_backbone(args)
-    model = DeepLabV3(backbone, DeepLabHead(channels, num_classes, args.atrous_rates))
+    pooling, 256 channels) whose logits are upsampled bilinearly to the (padded) input size."""
+    if args.backbone_model == "resnet50":  # convolutions with padding: any size
+        (backbone, channels), multiple = resnet_backbone(args), 1
+    else:
+        (backbone, channels), multiple = genotype_backbone(args), args.output_stride
+    model = PaddedDeepLabV3(backbone, DeepLabHead(channels, num_classes, args.atrous_rates), multiple)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = args.bn_momentum

@@ -90,6 +90,9 @@ def test_imagenet_weights_load_into_the_backbone(tmp_path, capsys):
     with torch.no_grad():
         assert torch.equal(model.backbone(x)["out"], imagenet.eval().features(x))
         assert model(x)["out"].shape == (2, 21, 64, 64)  # logits upsampled to the input
+        # 513 x 513 in the paper: sizes that are not multiples of the output stride are padded
+        assert torch.equal(model(x[..., :50, :45])["out"], model(torch.nn.functional.pad(
+            x[..., :50, :45], (0, 19, 0, 14)))["out"][..., :50, :45])
     assert all(m.momentum == 0.0003 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     with pytest.raises(SystemExit) as e:  # a checkpoint of another network: one line, no traceback
         seg.build_model(_args(backbone=str(tmp_path / "checkpoint.pt"), init_channels=8), 21)
