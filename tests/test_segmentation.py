@@ -216,6 +216,9 @@ def test_end_to_end_resume_is_exact_and_finished_runs_are_kept(tmp_path, monkeyp
         with pytest.raises(KeyboardInterrupt):
             seg.main(TINY + ["--save", str(killed)])
     assert len(MetricsLog.read(killed / "metrics.jsonl")) == 3 and not (killed / "summary.json").exists()
+    with pytest.raises(SystemExit):  # an unfinished run is continued with --resume, not started again
+        seg.main(TINY + ["--save", str(killed)])
+    assert "--resume continues it" in capsys.readouterr().err
     resumed = seg.main(TINY + ["--save", str(killed), "--resume"])
     assert {**resumed, "wall_time_s": 0} == {**summary, "wall_time_s": 0}
     a, b = (torch.load(p / "checkpoint.pt", weights_only=True)["model"] for p in (full, killed))
