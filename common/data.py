@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -371,4 +371,4 @@ def voc_segmentation(root, image_set, transforms, sbd_root=None, download=False)
             f"{str(e).splitlines()[0]}. Pass --sbd DIR or --download, or --train_set train for VOC train alone")
     taken = {Path(p).stem for p in voc.images + val.images}
     extra = [Subset(d, [i for i, p in enumerate(d.images) if Path(p).stem not in taken]) for d in sbd]
-    return ConcatDataset([voc, *extra])
+    return torch.utils.data.ConcatDataset([voc, *extra])
