@@ -3,7 +3,9 @@
 `cifar10`, `cifar100`, `svhn` come through torchvision (downloaded only with
 `--download`); `imagenet` and `imagefolder` read `DIR/train/<class>/*` and
 `DIR/val/<class>/*`; `synthetic` is generated in memory, offline and
-deterministic: the default data of smoke runs and tests.
+deterministic: the default data of smoke runs and tests. Semantic segmentation:
+Pascal VOC 2012 (with SBD for the augmented training set) and its synthetic
+counterpart, the DeepLabV3 transforms, a padding collate.
 """
 import argparse
 import math
@@ -12,6 +14,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from common.utils import die, rank, world_size
@@ -249,3 +252,123 @@ def eval_loaders(args):
     return (make_loader(_limit(train, args.subset), args.batch_size, True, args.workers, args.seed),
             make_loader(test, max(args.batch_size, 256), False, args.workers),
             num_classes(args.dataset, args.data))
+
+
+# ---------------------------------------------------------------- semantic segmentation
+
+SEG_IGNORE = 255  # the label of pixels that count in neither the loss nor the mIoU (VOC's object borders)
+SYNTHETIC_SEG_TRAIN, SYNTHETIC_SEG_TEST = 2000, 100
+SYNTHETIC_SEG_CLASSES = 6  # background and the five shapes of `_draw`
+VOC_CLASSES = 21  # Pascal VOC: 20 object classes and the background
+
+
+def make_synthetic_seg(n, image_size=64, seed=0, chunk=500):
+    """`n` uint8 images [n, 3, H, W] and label maps [n, H, W]: every pixel is labelled with the
+    shape (1 disk, 2 square, 3 triangle, 4 cross, 5 ring) of the object covering it, 0 where none
+    does. Two objects per image, the front one hiding the back one, each with a random shape,
+    colour, stripes, position, size and rotation, so only the shape names the class; background
+    colour and Gaussian pixel noise vary. Seeded chunks: the first k images do not depend on `n`."""
+    xs, ys = [], []
+    for start in range(0, n, chunk):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + start)
+        m = chunk
+        img = (0.1 + 0.5 * torch.rand(m, 3, generator=g)).view(m, 3, 1, 1).expand(m, 3, image_size, image_size)
+        label = torch.zeros(m, image_size, image_size, dtype=torch.uint8)
+        for radius in ((0.5, 0.9), (0.4, 0.7)):  # back, then front
+            shape, colour = torch.randint(5, (m,), generator=g), torch.randint(4, (m,), generator=g)
+            orient, freq = torch.randint(3, (m,), generator=g), torch.randint(7, (m,), generator=g)
+            mask, fg = _draw(g, m, image_size, shape, colour, orient, freq, radius)
+            img = mask * fg + (1 - mask) * img
+            label = torch.where(mask[:, 0].bool(), (shape + 1).view(m, 1, 1).to(torch.uint8), label)
+        img = img + 0.1 * torch.randn(m, 3, image_size, image_size, generator=g)
+        xs.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+        ys.append(label)
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+class SyntheticSegmentation(Dataset):
+    """The built-in segmentation data: 2,000 training and 100 validation images, 6 classes.
+    `transforms(image, labels)` is applied to each pair."""
+
+    def __init__(self, train, image_size=64, transforms=None, limit=None):
+        n = SYNTHETIC_SEG_TRAIN if train else SYNTHETIC_SEG_TEST
+        self.images, self.labels = make_synthetic_seg(min(n, limit or n), image_size, seed=0 if train else 1)
+        self.transforms = transforms
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x, y = self.images[i], self.labels[i]
+        return self.transforms(x, y) if self.transforms else (x, y)
+
+
+class RandomScale:
+    """Resize image and labels by one factor drawn uniformly from [lo, hi] (labels: nearest)."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def __call__(self, image, labels):
+        s = torch.empty(()).uniform_(self.lo, self.hi).item()
+        size = [int(image.shape[-2] * s + 0.5), int(image.shape[-1] * s + 0.5)]
+        return v2.functional.resize(image, size, antialias=True), v2.functional.resize(labels, size)
+
+
+class SegmentationTransforms:
+    """The DeepLabV3 data pipeline (Chen et al., 2017, Sec. 4): for training, a random scale in
+    `scale`, a random `crop_size` crop (images smaller than the crop are padded with the mean
+    image, their labels with SEG_IGNORE) and a random left-right flip; for evaluation, the whole
+    image (`collate_padded` pads it). Normalised by `mean_std`. Called with (image, labels) as PIL
+    images or uint8 tensors; returns a float image [3, H, W] and int64 labels [H, W]."""
+
+    def __init__(self, train, crop_size, mean_std, scale=(0.5, 2.0)):
+        steps = [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(*mean_std)]
+        if train:  # normalised first, so that padding with 0 pads with the mean
+            steps = [RandomScale(*scale), *steps, v2.RandomCrop(crop_size, pad_if_needed=True, fill={
+                tv_tensors.Image: 0, tv_tensors.Mask: SEG_IGNORE}), v2.RandomHorizontalFlip()]
+        self.pipeline = v2.Compose(steps)
+
+    def __call__(self, image, labels):
+        labels = labels if isinstance(labels, torch.Tensor) else v2.functional.pil_to_tensor(labels)[0]
+        image, labels = self.pipeline(v2.functional.to_image(image), tv_tensors.Mask(labels))
+        return image.as_subclass(torch.Tensor), labels.as_subclass(torch.Tensor).long()
+
+
+def collate_padded(batch, min_size=0):
+    """Stack (image, labels) pairs of different sizes: each is padded at the bottom and right to
+    the largest height and width in the batch, and to at least `min_size` (DeepLab evaluates on
+    513 x 513 inputs): images with 0 (the mean, once normalised), labels with SEG_IGNORE."""
+    h = max(min_size, *(x.shape[-2] for x, _ in batch))
+    w = max(min_size, *(x.shape[-1] for x, _ in batch))
+
+    def pad(t, value):
+        return torch.nn.functional.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]), value=value)
+    return (torch.stack([pad(x, 0.0) for x, _ in batch]), torch.stack([pad(y, SEG_IGNORE) for _, y in batch]))
+
+
+def voc_segmentation(root, image_set, transforms, sbd_root=None, download=False):
+    """Pascal VOC 2012 segmentation through torchvision, from `root`/VOCdevkit/VOC2012: `train`
+    (1,464 images), `val` (1,449) or `trainaug` (10,582), the set DeepLabV3 trains on: VOC train
+    with its own labels, plus every image of SBD (Hariharan et al., 2011; train and val, read by
+    torchvision's SBDataset from `sbd_root`) that is in neither VOC train nor VOC val."""
+    where = f"{root}/VOCdevkit/VOC2012"
+    try:
+        voc = torchvision.datasets.VOCSegmentation(str(root), "2012", "val" if image_set == "val" else "train",
+                                                   download=download, transforms=transforms)
+        val = voc if image_set == "val" else torchvision.datasets.VOCSegmentation(str(root), "2012", "val")
+    except (RuntimeError, FileNotFoundError):
+        die(f"voc2012: no Pascal VOC 2012 in {where} (JPEGImages/, SegmentationClass/, "
+            f"ImageSets/Segmentation/train.txt, val.txt). Pass --download to fetch it into {root}, "
+            "or --data DIR for the folder that holds VOCdevkit/")
+    if image_set != "trainaug":
+        return voc
+    try:
+        sbd = [torchvision.datasets.SBDataset(str(sbd_root), part, mode="segmentation", download=download,
+                                              transforms=transforms) for part in ("train", "val")]
+    except (RuntimeError, FileNotFoundError) as e:
+        die(f"voc2012 trainaug needs SBD in {sbd_root} (img/, cls/, train.txt, val.txt; read with scipy): "
+            f"{str(e).splitlines()[0]}. Pass --sbd DIR or --download, or --train_set train for VOC train alone")
+    taken = {Path(p).stem for p in voc.images + val.images}
+    extra = [Subset(d, [i for i, p in enumerate(d.images) if Path(p).stem not in taken]) for d in sbd]
+    return torch.utils.data.ConcatDataset([voc, *extra])
