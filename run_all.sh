@@ -170,10 +170,10 @@ darts_pt() {
 # ---------------------------------------------------------------- DARTS-PD (Sec. 4, Tables 1-2)
 darts_pd() {
   local out=$OUT/darts_pd s run tiny=()
-  # smoke: one generation of a few paths, the tiny evaluation network in the parameter buckets
+  # smoke: one epoch of stage 2 (a sliver of a pass), one generation of a few paths, costed on the tiny network
   if ((SMOKE)); then
-    tiny=(--population 4 --parents 2 --mutations 2 --crossovers 2 --bn_batches 1 --eval_layers 3 --eval_init_channels 4
-      --buckets 0 inf)
+    tiny=(--fair_epochs 1 --no-whole_passes --fair_batch_size 32 --generations 1 --population 4 --parents 2
+      --mutations 2 --crossovers 2 --bn_batches 1 --eval_layers 3 --eval_init_channels 4)
   fi
   for s in $(seeds "0 1 2"); do  # Table 1 dagger: three runs
     run=$out/search-s$s
