@@ -165,9 +165,9 @@ def pruned_genotype(alpha_normal, beta_normal, alpha_reduce, beta_reduce, k):
     architecture weights of its ops, frozen (Sec. 1, Alg. 1 step 2): one list per edge of
     `pruned_edges`, the `op_weights` of its k ops in their order."""
     cells, frozen = [], []
+    first = [sum(2 + n for n in range(i)) for i in range(STEPS)]  # S' edge (node i, input j) is edge first[i] + j of S
     for alpha, beta in ((alpha_normal, beta_normal), (alpha_reduce, beta_reduce)):
         cell, W = prune(alpha, beta, k), op_weights(alpha, beta)
-        first = [sum(2 + n for n in range(i)) for i in range(STEPS)]  # S' edge (i, j) is edge first[i] + j of S
         frozen += [[W[first[i] + j][PRIMITIVES.index(op)] for op in ops] for i, j, ops in cell_edges(cell)]
         cells.append(cell)
     return Genotype(*cells, meta={"arch_weights": frozen})

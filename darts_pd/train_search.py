@@ -404,7 +404,7 @@ class FairTrainer(Checkpointed):
                                "state_dict": self.net.state_dict()})
 
 
-def describe(schedule, k):
+def schedule_line(schedule, k):
     """One line on how stage 2's length honours Eq. (4)."""
     s, groups = schedule, schedule.num_groups
     paper = s.paper_epochs * s.steps_per_epoch
@@ -431,13 +431,14 @@ def run_stage2(args, device):
     log.info("stage 2: S' %s, %d cells, %d channels, %s architecture weights; D_train %s: %d images",
              trainer.pruned, a.layers, a.init_channels, "frozen" if a.frozen_alpha else "no",
              a.fair_data, len(train_queue.dataset))
-    (log.info if schedule.passes is not None else log.warning)("%s", describe(schedule, trainer.groups.k))
+    (log.info if schedule.passes is not None else log.warning)("%s", schedule_line(schedule, trainer.groups.k))
     start, wall = 0, 0.0
     ckpt = resume_state(a, device)
     if ckpt:
-        if ckpt["schedule"] != dataclasses.asdict(schedule):
-            die(f"--resume: stage 2 in {save} was started with the schedule {ckpt['schedule']}, not "
-                f"{dataclasses.asdict(schedule)}: resume with the same data, --fair_batch_size and --fair_epochs")
+        if ckpt.get("schedule") != dataclasses.asdict(schedule):
+            die(f"--resume: stage 2 in {save} was started with the schedule {ckpt.get('schedule')}, not "
+                f"{dataclasses.asdict(schedule)}: resume with the same data, --fair_batch_size, --fair_epochs "
+                "and --whole_passes")
         trainer.load_state_dict(ckpt["trainer"])
         start, wall = ckpt["epoch"], ckpt["wall_time_s"]
         set_rng_state(ckpt["rng"][rank()])
@@ -507,9 +508,14 @@ def recalibrate_bn(net, path, batches, device, amp=False):
     average([t for bn in bns for t in (bn.running_mean, bn.running_var)])
 
 
+def bucket_range(bucket, width):
+    """[lo, hi): the parameters (millions) of the paths in bucket n."""
+    return [round(bucket * width, 9), round((bucket + 1) * width, 9)]
+
+
 def bucket_name(bucket, width):
     """The stable name of bucket n: its parameter range in millions, e.g. '3.5-3.6M'."""
-    return f"{round(bucket * width, 9):g}-{round((bucket + 1) * width, 9):g}M"
+    return "{:g}-{:g}M".format(*bucket_range(bucket, width))
 
 
 class PathSearch:
@@ -554,7 +560,7 @@ class PathSearch:
         """The best path of every bucket (Sec. 1: many sizes at once), smallest bucket first."""
         width = self.args.bucket_width
         return [{"name": bucket_name(b, width), "file": f"buckets/{bucket_name(b, width)}.json",
-                 "bucket_M": [round(b * width, 9), round((b + 1) * width, 9)], **self.describe(path),
+                 "bucket_M": bucket_range(b, width), **self.describe(path),
                  "text": str(path_genotype(self.pruned, path))} for b, path in self.evolution.best().items()]
 
     def state_dict(self):
