@@ -213,7 +213,8 @@ def class_fraction_split(targets, fractions, seed=0):
     return [sorted(p) for p in parts]
 
 
-def _limit(ds, subset):
+def limit(ds, subset):
+    """The first `subset` images of `ds` (`--subset`; all when None)."""
     return Subset(ds, range(min(subset, len(ds)))) if subset else ds
 
 
@@ -226,18 +227,24 @@ def make_loader(ds, batch_size, train, workers, seed=0):
                       pin_memory=torch.cuda.is_available(), drop_last=False)
 
 
+def search_split(ds, args):
+    """(weights indices, architecture indices) of the DARTS search split of `ds` (the training set,
+    after `--subset`): the first `train_portion` and the rest; ImageNet-like data: the PC-DARTS
+    per-class subsets. It depends only on the labels, so any transform of the same set splits alike."""
+    if is_imagenet_like(args.dataset):
+        targets = ds.targets if not isinstance(ds, Subset) else [ds.dataset.targets[i] for i in ds.indices]
+        return class_fraction_split(targets, args.imagenet_fractions, args.seed)
+    split = int(math.floor(args.train_portion * len(ds)))
+    return range(split), range(split, len(ds))
+
+
 def search_loaders(args):
     """The DARTS search split of the training set: (weights loader, architecture loader, classes).
     ImageNet-like data use the PC-DARTS per-class subsets instead of a portion."""
     ds = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
                                             args.image_size))
-    ds = _limit(ds, args.subset)
-    if is_imagenet_like(args.dataset):
-        targets = ds.targets if not isinstance(ds, Subset) else [ds.dataset.targets[i] for i in ds.indices]
-        train_idx, valid_idx = class_fraction_split(targets, args.imagenet_fractions, args.seed)
-    else:
-        split = int(math.floor(args.train_portion * len(ds)))
-        train_idx, valid_idx = range(split), range(split, len(ds))
+    ds = limit(ds, args.subset)
+    train_idx, valid_idx = search_split(ds, args)
     train = make_loader(Subset(ds, train_idx), args.batch_size, True, args.workers, args.seed)
     valid = make_loader(Subset(ds, valid_idx), args.batch_size, True, args.workers, args.seed + 1)
     return train, valid, num_classes(args.dataset, args.data)
@@ -249,7 +256,7 @@ def eval_loaders(args):
     train = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
                                                args.image_size))
     test = get_dataset(args, False, transforms(args.dataset, False, 0, args.image_size))
-    return (make_loader(_limit(train, args.subset), args.batch_size, True, args.workers, args.seed),
+    return (make_loader(limit(train, args.subset), args.batch_size, True, args.workers, args.seed),
             make_loader(test, max(args.batch_size, 256), False, args.workers),
             num_classes(args.dataset, args.data))
 
