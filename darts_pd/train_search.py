@@ -641,13 +641,29 @@ def run_stage3(args, device):
 STAGE_RUNNERS = {1: run_stage1, 2: run_stage2, 3: run_stage3}
 
 
+def write_search_summary(run):
+    """RUN/summary.json, the done-marker of the whole search, written after everything else: the
+    three stages' costs together (times and GPU-hours add up, memory is the largest)."""
+    stages = [json.loads((Path(run) / f"stage{i}" / "summary.json").read_text()) for i in (1, 2, 3)]
+    gpu = [s["gpu_hours"] for s in stages if s.get("gpu_hours") is not None]
+    mem = [s["peak_memory_MB"] for s in stages if s.get("peak_memory_MB") is not None]
+    write_summary(run, {"search_time_s": round(sum(s["search_time_s"] for s in stages), 1),
+                        "device": stages[-1]["device"], "world_size": stages[-1]["world_size"],
+                        "gpu_hours": round(sum(gpu), 4) if gpu else None, "peak_memory_MB": max(mem) if mem else None},
+                  method="darts_pd", genotype=json.loads((Path(run) / "genotype.json").read_text())["text"],
+                  stages=[s.get("method") for s in stages])
+
+
 def main(argv=None):
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
     setup_run(args, "search-darts_pd")
     stages = [1, 2, 3] if args.stage == "all" else [int(args.stage)]
-    return {s: STAGE_RUNNERS[s](args, device) for s in stages}
+    out = {s: STAGE_RUNNERS[s](args, device) for s in stages}
+    if args.stage == "all" and is_main():
+        write_search_summary(args.save)
+    return out
 
 
 if __name__ == "__main__":

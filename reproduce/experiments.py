@@ -108,8 +108,10 @@ EXPERIMENTS += [
 
 # ---------------------------------------------------------------- DARTS-PD
 
-PD_SMOKE = flags(population=4, parents=2, mutations=2, crossovers=2, bn_batches=1, eval_layers=3,
-                 eval_init_channels=4, buckets=(0, "inf"))
+# smoke: one epoch of each stage (stage 2 not to a whole pass), one generation of a few paths,
+# the tiny evaluation network in one wide bucket
+PD_SMOKE = flags(fair_epochs=1, generations=1, population=4, parents=2, mutations=2, crossovers=2, bn_batches=1,
+                 eval_layers=3, eval_init_channels=4, bucket_width=100) + ("--no-whole_passes",)
 DARTS_PD = Search("darts_pd", "cifar10", seeds=(0, 1, 2), gpu_days=0.3, smoke=PD_SMOKE)
 EXPERIMENTS += [
     Row("darts_pd", "Table 1", "DARTS-PD†(ours)", search=DARTS_PD, train=CIFAR10),
