@@ -42,6 +42,9 @@ def get_parser(description=None):
     p.add_argument("--learning_rate_min", type=float)
     p.add_argument("--lr_scheduler", choices=["cosine", "step", "linear"])
     p.add_argument("--decay_rate", type=float, default=0.97, help="per-epoch factor of the step schedule")
+    p.add_argument("--linear_tail", type=int, default=0,
+                   help="linear schedule: its last N epochs decay with 1/N of the slope (PC-DARTS ImageNet: 5; "
+                        "0: straight down to 0)")
     p.add_argument("--warmup_epochs", type=int, default=0, help="linear warm-up epochs")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight_decay", type=float)
@@ -69,13 +72,18 @@ def parse_args(argv=None, cifar=None, imagenet=None, description=None):
 
 
 def lr_factor(epoch, args):
-    """The learning-rate multiplier of `epoch` (warm-up, then cosine / step / linear)."""
+    """The learning-rate multiplier of `epoch`: (e + 1) / W in the W warm-up epochs, then cosine
+    (DARTS), step (x decay_rate per epoch, DARTS ImageNet) or linear. Linear with a tail of T epochs
+    is PC-DARTS' ImageNet schedule (authors' train_imagenet.py): (E - T - e) / (E - T) until epoch
+    E - T, then (E - e) / (T (E - T)), a T-th of the slope, so the last epochs are not trained at
+    lr / E; T = 0 is the straight line 1 - e / E."""
     if epoch < args.warmup_epochs:
         return (epoch + 1) / args.warmup_epochs
     if args.lr_scheduler == "step":
         return args.decay_rate ** epoch
     if args.lr_scheduler == "linear":
-        return 1 - epoch / args.epochs
+        E, T = args.epochs, args.linear_tail
+        return (E - T - epoch) / (E - T) if epoch < E - T else (E - epoch) / (T * (E - T))
     floor = args.learning_rate_min / args.learning_rate
     return floor + (1 - floor) * (1 + math.cos(math.pi * epoch / args.epochs)) / 2
 

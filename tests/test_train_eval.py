@@ -36,8 +36,17 @@ def test_lr_schedules():
     assert train_eval.lr_factor(5, a) == pytest.approx(0.01 + 0.99 * 0.5)
     a.lr_scheduler = "step"
     assert train_eval.lr_factor(3, a) == pytest.approx(0.97 ** 3)
-    a.lr_scheduler, a.warmup_epochs = "linear", 5
+    a.lr_scheduler, a.warmup_epochs, a.linear_tail = "linear", 5, 0
     assert [train_eval.lr_factor(e, a) for e in (0, 4, 5, 9)] == pytest.approx([0.2, 1.0, 0.5, 0.1])
+
+
+def test_linear_schedule_is_pc_darts_imagenet():
+    """PC-DARTS' train_imagenet.py at E = 250, batch 1024: lr (e + 1) / 5 for 5 warm-up epochs, lr (245 - e) / 245
+    until epoch 245, then lr (250 - e) / (5 * 245): the last epochs decay 5 times more slowly."""
+    a = Namespace(warmup_epochs=5, epochs=250, lr_scheduler="linear", linear_tail=5)
+    epochs = (0, 4, 5, 100, 244, 245, 246, 249)
+    expected = (1 / 5, 5 / 5, 240 / 245, 145 / 245, 1 / 245, 5 / 1225, 4 / 1225, 1 / 1225)
+    assert [train_eval.lr_factor(e, a) for e in epochs] == pytest.approx(expected)
 
 
 def test_protocol_defaults_follow_dataset():
