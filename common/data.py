@@ -142,16 +142,19 @@ class Cutout:
         return img
 
 
-def transforms(dataset, train, cutout_length=0, image_size=None):
+def transforms(dataset, train, cutout_length=0, image_size=None, search=False):
     """DARTS transforms. CIFAR-like: random crop (padding 4), flip; ImageNet-like: random resized
-    crop, flip, colour jitter; evaluation: resize 256 / centre crop 224. Cutout after normalising."""
+    crop, flip and, to train an evaluation network, colour jitter (a search, `search=True`, has none:
+    PC-DARTS' train_search_imagenet.py); testing: resize 256 / centre crop 224. Cutout after
+    normalising (DARTS' utils.py), so the cut square is 0 in the normalised image."""
     mean, std = MEAN_STD["imagenet" if is_imagenet_like(dataset) else dataset]
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if is_imagenet_like(dataset):
         size = image_size or 224
         if train:
-            aug = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(),
-                   v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
+            aug = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()]
+            if not search:
+                aug.append(v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2))
         else:
             aug = [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
     else:
@@ -227,7 +230,7 @@ def search_loaders(args):
     """The DARTS search split of the training set: (weights loader, architecture loader, classes).
     ImageNet-like data use the PC-DARTS per-class subsets instead of a portion."""
     ds = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
-                                            args.image_size))
+                                            args.image_size, search=True))
     ds = _limit(ds, args.subset)
     if is_imagenet_like(args.dataset):
         targets = ds.targets if not isinstance(ds, Subset) else [ds.dataset.targets[i] for i in ds.indices]

@@ -89,6 +89,39 @@ def test_cutout_and_transforms():
     assert names[1:3] == ["Resize", "CenterCrop"]
 
 
+def test_cutout_zeroes_the_normalised_image():
+    """DARTS cuts out after normalising: the square is exactly 0, not the normalised value of black."""
+    torch.manual_seed(0)
+    tf = data.transforms("cifar10", train=True, cutout_length=16)
+    out = tf(torch.full((3, 32, 32), 128, dtype=torch.uint8))
+    zero = (out == 0).all(0)
+    assert zero.sum() >= 8 * 8  # at least the quarter of the square that stays inside the image
+    assert not (out == 0).any(0)[~zero].any() and (out[:, ~zero] != 0).all()
+
+
+def _transform(loader):
+    ds = loader.dataset
+    while not hasattr(ds, "transform"):
+        ds = ds.dataset
+    return [type(t).__name__ for t in ds.transform.transforms]
+
+
+def test_imagenet_search_has_no_colour_jitter(tmp_path):
+    """PC-DARTS searches on ImageNet with random resized crops and flips only; the colour jitter is
+    the evaluation network's training augmentation."""
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (20, 20)).save(tmp_path / split / c / "0.png")
+    a = _args(dataset="imagefolder", data=str(tmp_path), imagenet_fractions=(0.5, 0.5))
+    weights, arch, _ = data.search_loaders(a)
+    assert _transform(weights) == _transform(arch) == \
+        ["ToImage", "RandomResizedCrop", "RandomHorizontalFlip", "ToDtype", "Normalize"]
+    a.cutout = False
+    assert "ColorJitter" in _transform(data.eval_loaders(a)[0])
+
+
 def test_class_fraction_split():
     targets = [c for c in range(4) for _ in range(200)]
     train, valid = data.class_fraction_split(targets, (0.1, 0.025), seed=0)
