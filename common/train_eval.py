@@ -20,9 +20,9 @@ from torch.nn.parallel import DistributedDataParallel
 from common import genotypes
 from common.data import add_data_args, eval_loaders, is_imagenet_like
 from common.network import build_network
-from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, count_madds,
-                          count_params, die, gather_rng_states, get_device, init_distributed, is_main, log, rank, resume_state,
-                          save_checkpoint, set_rng_state, set_seed, setup_run, world_size)
+from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, broadcast_params,
+                          count_madds, count_params, die, gather_rng_states, get_device, init_distributed, is_main, log,
+                          rank, resume_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size)
 
 # The DARTS evaluation settings (Liu et al., 2019, Sec. 3.3 and A.2).
 CIFAR = dict(epochs=600, batch_size=96, learning_rate=0.025, learning_rate_min=0.0, weight_decay=3e-4,
@@ -114,8 +114,10 @@ def train_epoch(model, loader, optimizer, criterion, scaler, args, device):
 
 @torch.no_grad()
 def evaluate(model, loader, device, amp=False):
-    """(loss, top-1, top-5) over the whole loader, summed over ranks. `model(x)` returns the
-    logits, or a tuple whose first entry they are."""
+    """(loss, top-1, top-5) over the whole loader, summed over ranks: each image counts once when the
+    loader's sampler shards without padding (`make_loader(..., train=False)`). `model(x)` returns the
+    logits, or a tuple whose first entry they are; pass the unwrapped model under DDP, whose forward
+    may synchronise and so would wait for ranks that have one batch fewer."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     for x, y in loader:
@@ -184,7 +186,8 @@ def main(args=None, build=None):
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_top1 = train_epoch(net, train_queue, optimizer, criterion, scaler, args, device)
         scheduler.step()
-        test_loss, test_top1, test_top5 = evaluate(net, test_queue, device, args.amp)
+        broadcast_params(model.buffers())  # every rank tests with rank 0's BN statistics, as DDP's forward would
+        test_loss, test_top1, test_top5 = evaluate(model, test_queue, device, args.amp)
         best = max(best, test_top1)
         metrics.write(dict(epoch=epoch, lr=lr, drop_path_prob=model.drop_path_prob, train_loss=train_loss,
                            train_top1=train_top1, test_loss=test_loss, test_top1=test_top1, test_top5=test_top5))

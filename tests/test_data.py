@@ -76,6 +76,19 @@ def test_loader_order_depends_on_epoch_only():
     assert first_labels(3) != first_labels(4)
 
 
+def test_test_loader_counts_every_image_once_across_ranks(monkeypatch):
+    """10 test images on 3 ranks: 4 + 3 + 3, not 4 + 4 + 4 with two images counted twice."""
+    from torch.utils.data import TensorDataset
+    ds = TensorDataset(torch.arange(10))
+    seen = []
+    for r in range(3):
+        monkeypatch.setattr(data, "world_size", lambda: 3)
+        monkeypatch.setattr(data, "rank", lambda r=r: r)
+        seen += [i for (x,) in data.make_loader(ds, 6, False, 0) for i in x.tolist()]
+    assert sorted(seen) == list(range(10))
+    assert len(data.make_loader(ds, 3, True, 0).sampler) == 4  # training: equal shards, so DDP steps pair up
+
+
 def test_cutout_and_transforms():
     img = torch.ones(3, 32, 32)
     torch.manual_seed(0)
