@@ -340,9 +340,10 @@ def load(arch):
 # ---------------------------------------------------------------- derivation
 
 def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
-    """The DARTS rule: per node, the `k` input edges with the largest non-`none` weight; on each,
-    the arg-max non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node
-    by node, inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
+    """The DARTS rule (Liu et al., 2019, Sec. 2.4): per node, the `k` input edges with the largest
+    non-`none` weight, strongest first (as DARTS' genotype() lists them); on each, the arg-max
+    non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node by node,
+    inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
     nodes, e = [], 0
     for i in range(steps):
         n_in = num_inputs + i
@@ -353,7 +354,7 @@ def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
             o = max(cand, key=lambda o: (w[o], -o))
             best.append((w[o], j, ops[o]))
         chosen = sorted(best, key=lambda t: (-t[0], t[1]))[:k]
-        nodes.append(tuple((op, j) for _, j, op in sorted(chosen, key=lambda t: t[1])))
+        nodes.append(tuple((op, j) for _, j, op in chosen))
         e += n_in
     return Cell(tuple(nodes), tuple(range(num_inputs, num_inputs + steps)), num_inputs)
 

@@ -96,12 +96,28 @@ def test_derive_darts_rule():
     w[3] = torch.tensor([5.0, 0.1, 0.1])
     w[4] = torch.tensor([0.0, 0.1, 0.7])
     cell = G.derive_darts(w, [ops] * 14)
-    assert cell.nodes[0] == (("skip_connect", 0), ("sep_conv_3x3", 1))
-    assert cell.nodes[1] == (("skip_connect", 0), ("sep_conv_3x3", 2))
+    # strongest input first, as DARTS prints its genotypes (DARTS_V2's node 4: sep_conv from 1, then skip from 0)
+    assert cell.nodes[0] == (("sep_conv_3x3", 1), ("skip_connect", 0))
+    assert cell.nodes[1] == (("sep_conv_3x3", 2), ("skip_connect", 0))
     assert all(len(n) == 2 for n in cell.nodes) and cell.concat == (2, 3, 4, 5)
     # ties keep the lower index (DARTS' stable sort)
     tie = G.derive_darts(torch.ones(14, 3), [ops] * 14)
     assert tie.nodes[3] == (("skip_connect", 0), ("skip_connect", 1))
+
+
+def test_derive_darts_text_is_darts_text():
+    """Weights under which DARTS' own rule gives DARTS_V2 give DARTS_V2's published text, character for character."""
+    ops = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+           "dil_conv_3x3", "dil_conv_5x5")
+    cells = []
+    for cell in (DARTS_V2.normal, DARTS_V2.reduce):
+        w, e = torch.zeros(14, len(ops)), 0
+        for i, node in enumerate(cell.nodes):
+            for rank, (op, j) in enumerate(node):  # listed strongest first
+                w[e + j, ops.index(op)] = 0.9 - 0.1 * rank
+            e += 2 + i
+        cells.append(G.derive_darts(w, [ops] * 14))
+    assert str(Genotype(*cells)) == str(DARTS_V2)
 
 
 def test_published_counts_match_papers():
