@@ -410,11 +410,11 @@ def export(folder, g, stem="genotype", **meta):
 
 def main(argv=None):
     from common.network import build_network
-    from common.utils import count_madds, count_params, die
+    from common.utils import count_madds, count_madds_thop, count_params, die
 
     parser = argparse.ArgumentParser(prog="python -m common.genotypes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds")
+    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds (conv + fc, and thop's)")
     show.add_argument("arch", help="published name, JSON file, DARTS text or NAS-Bench-201 string")
     show.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "svhn", "imagenet"])
     show.add_argument("--layers", type=int, default=None, help="default: 20 on CIFAR, 14 on ImageNet")
@@ -449,7 +449,8 @@ def main(argv=None):
         Path(args.dot).write_text(to_dot(g, Path(args.arch).stem))
     print(json.dumps({"kind": g.kind, "dataset": args.dataset, "layers": layers, "init_channels": C,
                       "params_M": round(count_params(model), 4),
-                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2)}))
+                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2),
+                      "mult_adds_thop_M": round(count_madds_thop(model, (1, 3, size, size)), 2)}))
 
 
 if __name__ == "__main__":
