@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from common import genotypes
@@ -88,16 +89,24 @@ def lr_factor(epoch, args):
     return floor + (1 - floor) * (1 + math.cos(math.pi * epoch / args.epochs)) / 2
 
 
-def train_epoch(model, loader, optimizer, criterion, scaler, args, device):
+def train_loss(logits, logits_aux, y, args):
+    """Cross-entropy with `label_smooth` label smoothing (DARTS' and PC-DARTS' ImageNet protocol), plus
+    `auxiliary_weight` times the auxiliary tower's loss, smoothed alike (DARTS Sec. A.2)."""
+    loss = F.cross_entropy(logits, y, label_smoothing=args.label_smooth)
+    if logits_aux is not None:
+        loss = loss + args.auxiliary_weight * F.cross_entropy(logits_aux, y, label_smoothing=args.label_smooth)
+    return loss
+
+
+def train_epoch(model, loader, optimizer, scaler, args, device):
+    """One epoch of SGD steps with gradient clipping; returns (mean loss, mean top-1) over the epoch."""
     model.train()
     loss_m, top1_m = AverageMeter(), AverageMeter()
     for step, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with amp_autocast(device, args.amp):
             logits, logits_aux = model(x)
-            loss = criterion(logits, y)
-            if logits_aux is not None:
-                loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
+            loss = train_loss(logits, logits_aux, y, args)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if args.grad_clip > 0:
@@ -127,7 +136,7 @@ def evaluate(model, loader, device, amp=False):
         logits = out[0] if isinstance(out, (tuple, list)) else out
         top1, top5 = accuracy(logits.float(), y, (1, 5))
         n = len(y)
-        sums += torch.tensor([nn.functional.cross_entropy(logits.float(), y).item() * n,
+        sums += torch.tensor([F.cross_entropy(logits.float(), y).item() * n,
                               top1 * n, top5 * n, n], dtype=torch.float64, device=device)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(sums)
@@ -159,7 +168,6 @@ def main(args=None, build=None):
     log.info("genotype %s", genotype)
     log.info("params %.3fM  mult-adds %.1fM", params, madds)
 
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, args))
@@ -184,7 +192,7 @@ def main(args=None, build=None):
         train_queue.sampler.set_epoch(epoch)
         model.drop_path_prob = args.drop_path_prob * epoch / args.epochs
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_top1 = train_epoch(net, train_queue, optimizer, criterion, scaler, args, device)
+        train_loss, train_top1 = train_epoch(net, train_queue, optimizer, scaler, args, device)
         scheduler.step()
         broadcast_params(model.buffers())  # every rank tests with rank 0's BN statistics, as DDP's forward would
         test_loss, test_top1, test_top5 = evaluate(model, test_queue, device, args.amp)

@@ -49,6 +49,39 @@ def test_linear_schedule_is_pc_darts_imagenet():
     assert [train_eval.lr_factor(e, a) for e in epochs] == pytest.approx(expected)
 
 
+class _Fixed(torch.nn.Module):
+    """Returns the given logits and auxiliary logits whatever the input (plus a zero weight to train)."""
+
+    def __init__(self, logits, aux):
+        super().__init__()
+        self.w, self.logits, self.aux = torch.nn.Parameter(torch.zeros(())), logits, aux
+
+    def forward(self, x):
+        return self.logits + self.w, self.aux + self.w
+
+
+def _smoothed_ce(logits, y, eps):
+    """By hand: -(1 - eps) log p_y - eps * mean_k log p_k, averaged over the batch."""
+    total = 0.0
+    for row, t in zip(logits.tolist(), y.tolist()):
+        log_z = math.log(sum(math.exp(v) for v in row))
+        log_p = [v - log_z for v in row]
+        total += -(1 - eps) * log_p[t] - eps * sum(log_p) / len(row)
+    return total / len(y)
+
+
+def test_training_loss_is_smoothed_ce_plus_weighted_auxiliary():
+    logits, aux = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]), torch.tensor([[0.0, 1.0, 3.0], [1.0, 0.0, 0.0]])
+    y = torch.tensor([0, 2])
+    model = _Fixed(logits, aux)
+    args = Namespace(amp=False, auxiliary_weight=0.4, label_smooth=0.1, grad_clip=5.0, report_freq=0)
+    optimizer = torch.optim.SGD(model.parameters(), 0.0)
+    loss, top1 = train_eval.train_epoch(model, [(torch.zeros(2, 3, 4, 4), y)], optimizer,
+                                        torch.amp.GradScaler("cpu", enabled=False), args, torch.device("cpu"))
+    assert loss == pytest.approx(_smoothed_ce(logits, y, 0.1) + 0.4 * _smoothed_ce(aux, y, 0.1), rel=1e-6)
+    assert top1 == 50
+
+
 def test_protocol_defaults_follow_dataset():
     a = train_eval.parse_args(["--arch", "DARTS_V2"])
     assert (a.epochs, a.batch_size, a.layers, a.init_channels, a.auxiliary, a.cutout, a.drop_path_prob) == \
