@@ -265,12 +265,37 @@ def search_loaders(args):
     return train, valid, num_classes(args.dataset, args.data)
 
 
-def eval_loaders(args):
-    """(training set loader, test set loader, classes) for training from scratch. The test loader
-    takes batches of at least 256: evaluation does not depend on the batch, and it is faster."""
+def held_out_split(n, valid_size):
+    """(training indices, held-out indices) of a training set of `n` images: `valid_size` of them drawn
+    by one fixed permutation (seed 0, whatever --seed is), so every run and every candidate
+    architecture is validated on the same images, class-balanced in expectation even when the files
+    are sorted by class; the others, in order, train."""
+    if not 0 <= valid_size < n:
+        die(f"--valid_size {valid_size}: the training set has {n} images (after --subset); hold out "
+            f"between 0 and {n - 1}")
+    held = torch.zeros(n, dtype=torch.bool)
+    held[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:valid_size]] = True
+    return (~held).nonzero().flatten().tolist(), held.nonzero().flatten().tolist()
+
+
+def eval_loaders(args, valid_size=0):
+    """(training loader, test loader, classes) for training from scratch; the training set without the
+    `valid_size` images `held_out_split` keeps for `valid_loader`. The test loader takes batches of at
+    least 256: evaluation does not depend on the batch, and it is faster."""
     train = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
                                                args.image_size))
+    train = _limit(train, args.subset)
+    if valid_size:
+        train = Subset(train, held_out_split(len(train), valid_size)[0])
     test = get_dataset(args, False, transforms(args.dataset, False, 0, args.image_size))
-    return (make_loader(_limit(train, args.subset), args.batch_size, True, args.workers, args.seed),
+    return (make_loader(train, args.batch_size, True, args.workers, args.seed),
             make_loader(test, max(args.batch_size, 256), False, args.workers),
             num_classes(args.dataset, args.data))
+
+
+def valid_loader(args, valid_size):
+    """The `valid_size` training images `eval_loaders` holds out, with the test transforms: a validation
+    set for choosing between architectures without reading the test set."""
+    ds = _limit(get_dataset(args, True, transforms(args.dataset, False, 0, args.image_size)), args.subset)
+    return make_loader(Subset(ds, held_out_split(len(ds), valid_size)[1]), max(args.batch_size, 256), False,
+                       args.workers)

@@ -5,6 +5,11 @@ schedule with optional warm-up, the auxiliary loss, drop-path ramped linearly
 over epochs, label smoothing, AMP on CUDA and DDP under torchrun. Each method's
 train.py calls `main` with its paper's defaults.
 
+`--valid_size N` holds N training images out and reports the accuracy on them
+every epoch: DARTS' way to pick the best of several searches (Sec. 3.3: each
+cell trained from scratch for 100 epochs, the best validation accuracy wins)
+without reading the test set, e.g. `--epochs 100 --valid_size 25000`.
+
 Usage: python -m common.train_eval --arch DARTS_V2 [--dataset cifar10 --data DIR] [--save RUN] [--resume]
 """
 import argparse
@@ -19,11 +24,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from common import genotypes
-from common.data import add_data_args, eval_loaders, is_imagenet_like
+from common.data import add_data_args, eval_loaders, is_imagenet_like, valid_loader
 from common.network import build_network
 from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, broadcast_params,
-                          count_madds, count_params, die, gather_rng_states, get_device, init_distributed, is_main, log,
-                          rank, resume_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size)
+                          count_madds, count_madds_thop, count_params, die, gather_rng_states, get_device,
+                          init_distributed, is_main, log, rank, resume_state, save_checkpoint, set_rng_state, set_seed,
+                          setup_run, world_size)
 
 # The DARTS evaluation settings (Liu et al., 2019, Sec. 3.3 and A.2).
 CIFAR = dict(epochs=600, batch_size=96, learning_rate=0.025, learning_rate_min=0.0, weight_decay=3e-4,
@@ -57,6 +63,10 @@ def get_parser(description=None):
     p.add_argument("--drop_path_prob", type=float)
     p.add_argument("--label_smooth", type=float)
     p.add_argument("--report_freq", type=int, default=0, help="log every N steps (0: once per epoch)")
+    p.add_argument("--valid_size", type=int, default=0,
+                   help="hold out N training images (a fixed draw, the same for every seed) and report the "
+                        "accuracy on them every epoch, to choose between architectures without the test set "
+                        "(0: train on the whole training set, as the papers' evaluations)")
     add_run_args(p)
     add_data_args(p)
     return p
@@ -143,12 +153,22 @@ def evaluate(model, loader, device, amp=False):
     return (sums[:3] / sums[3]).tolist()
 
 
+def check_args(args):
+    """Flags the protocol cannot run with: one line and exit, before the run folder is touched."""
+    if args.valid_size < 0:
+        die(f"--valid_size {args.valid_size}: hold out 0 or more training images (0: train on all of them)")
+    if args.lr_scheduler == "linear" and not 0 <= args.linear_tail < args.epochs:
+        die(f"--linear_tail {args.linear_tail}: the slower tail must last 0 or more epochs, fewer than "
+            f"--epochs {args.epochs}")
+
+
 def main(args=None, build=None):
     """Train `args.arch` from scratch; returns the trained model (unwrapped).
 
     `build(genotype, num_classes, args)` makes the network; the default is the DARTS
     evaluation network of `common.network`."""
     args = args if isinstance(args, argparse.Namespace) else parse_args(args)
+    check_args(args)
     init_distributed(args.device)
     device = get_device(args.device)
     set_seed(args.seed + rank(), args.deterministic)
@@ -157,7 +177,8 @@ def main(args=None, build=None):
         genotype = genotypes.load(args.arch)
     except genotypes.GenotypeError as e:
         die(str(e))
-    train_queue, test_queue, num_classes = eval_loaders(args)
+    train_queue, test_queue, num_classes = eval_loaders(args, args.valid_size)
+    valid_queue = valid_loader(args, args.valid_size) if args.valid_size else None
     build = build or (lambda g, n, a: build_network(g, a.dataset, a.init_channels, a.layers, n, a.auxiliary))
     try:
         model = build(genotype, num_classes, args).to(device)
@@ -165,14 +186,15 @@ def main(args=None, build=None):
         die(str(e))
     size = args.image_size or (224 if is_imagenet_like(args.dataset) else 32)
     params, madds = count_params(model), count_madds(model, (1, 3, size, size))
+    madds_thop = count_madds_thop(model, (1, 3, size, size))
     log.info("genotype %s", genotype)
-    log.info("params %.3fM  mult-adds %.1fM", params, madds)
+    log.info("params %.3fM  mult-adds %.1fM (thop's count: %.1fM)", params, madds, madds_thop)
 
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, args))
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
-    start_epoch, best, wall = 0, 0.0, 0.0
+    start_epoch, best, best_valid, wall = 0, 0.0, 0.0, 0.0
     ckpt = resume_state(args, device)
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -180,6 +202,7 @@ def main(args=None, build=None):
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best, wall = ckpt["epoch"], ckpt["best_top1"], ckpt["wall_time_s"]
+        best_valid = ckpt.get("best_valid_top1", 0.0)  # checkpoints from before --valid_size lack it
         set_rng_state(ckpt["rng"][rank()])
     net = model
     if world_size() > 1:
@@ -194,22 +217,33 @@ def main(args=None, build=None):
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_top1 = train_epoch(net, train_queue, optimizer, scaler, args, device)
         scheduler.step()
-        broadcast_params(model.buffers())  # every rank tests with rank 0's BN statistics, as DDP's forward would
-        test_loss, test_top1, test_top5 = evaluate(model, test_queue, device, args.amp)
-        best = max(best, test_top1)
-        metrics.write(dict(epoch=epoch, lr=lr, drop_path_prob=model.drop_path_prob, train_loss=train_loss,
-                           train_top1=train_top1, test_loss=test_loss, test_top1=test_top1, test_top5=test_top5))
+        broadcast_params(model.buffers())  # every rank evaluates with rank 0's BN statistics, as DDP's forward would
+        record = dict(epoch=epoch, lr=lr, drop_path_prob=model.drop_path_prob, train_loss=train_loss,
+                      train_top1=train_top1)
+        valid = ""
+        if valid_queue is not None:
+            record["valid_loss"], record["valid_top1"], record["valid_top5"] = evaluate(model, valid_queue, device,
+                                                                                        args.amp)
+            best_valid = max(best_valid, record["valid_top1"])
+            valid = f" valid {record['valid_top1']:.2f}% (best {best_valid:.2f}%)"
+        record["test_loss"], record["test_top1"], record["test_top5"] = evaluate(model, test_queue, device, args.amp)
+        best = max(best, record["test_top1"])
+        metrics.write(record)
         rngs = gather_rng_states()
         save_checkpoint(save / "checkpoint.pt", dict(
             model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict(), epoch=epoch + 1, best_top1=best, wall_time_s=time.time() - t0, rng=rngs))
-        log.info("%s lr %.2e train %.2f%% test %.2f%% (best %.2f%%)", progress.line(epoch), lr, train_top1,
-                 test_top1, best)
+            scaler=scaler.state_dict(), epoch=epoch + 1, best_top1=best, best_valid_top1=best_valid,
+            wall_time_s=time.time() - t0, rng=rngs))
+        log.info("%s lr %.2e train %.2f%%%s test %.2f%% (best %.2f%%)", progress.line(epoch), lr, train_top1, valid,
+                 record["test_top1"], best)
 
     final = MetricsLog.read(save / "metrics.jsonl")[-1] if is_main() and args.epochs else {}
     summary = dict(arch=args.arch, genotype=str(genotype), dataset=args.dataset, layers=args.layers,
-                   init_channels=args.init_channels, params_M=params, mult_adds_M=madds, epochs=args.epochs,
+                   init_channels=args.init_channels, params_M=params, mult_adds_M=madds,
+                   mult_adds_thop_M=madds_thop, epochs=args.epochs,
                    best_top1=best, final_top1=final.get("test_top1"), final_top5=final.get("test_top5"),
+                   valid_size=args.valid_size, best_valid_top1=best_valid if valid_queue else None,
+                   final_valid_top1=final.get("valid_top1"), final_valid_top5=final.get("valid_top5"),
                    wall_time_s=time.time() - t0, world_size=world_size(), device=str(device))
     if is_main():
         (save / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -107,6 +107,54 @@ def test_training_runs_and_writes_run_folder(tmp_path):
     assert model.auxiliary_head is not None
 
 
+class _Recorded(torch.utils.data.Dataset):
+    """A dataset that notes every (split, augmented?, index) it serves."""
+
+    def __init__(self, base, split, seen):
+        self.base, self.split, self.seen = base, split, seen
+        self.augmented = any(type(t).__name__ == "RandomCrop" for t in base.transform.transforms)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.seen.append((self.split, self.augmented, i))
+        return self.base[i]
+
+
+def test_valid_size_holds_out_training_images_and_never_reads_the_test_set(tmp_path, monkeypatch):
+    from common import data
+    seen, get_dataset = [], data.get_dataset
+    monkeypatch.setattr(data, "get_dataset", lambda args, train, transform: _Recorded(
+        get_dataset(args, train, transform), "train" if train else "test", seen))
+    save = tmp_path / "run"
+    model = train_eval.main(TINY + ["--epochs", "1", "--valid_size", "24", "--save", str(save)])
+    held = set(data.held_out_split(64, 24)[1])
+    assert len(held) == 24 and held != set(range(40, 64))  # a fixed random draw, not the tail (sorted ImageNet)
+    trained = {i for split, aug, i in seen if split == "train" and aug}
+    validated = [i for split, aug, i in seen if split == "train" and not aug]
+    assert trained == set(range(64)) - held and sorted(validated) == sorted(held)  # each held-out image once
+    assert sorted(i for split, _, i in seen if split == "test") == list(range(2000))  # the test set, once, as today
+    record, summary = MetricsLog.read(save / "metrics.jsonl")[0], json.loads((save / "summary.json").read_text())
+    assert summary["valid_size"] == 24 and summary["final_valid_top1"] == summary["best_valid_top1"] == \
+        record["valid_top1"]
+    # the number is the accuracy on the held-out images (and on nothing else)
+    args = train_eval.parse_args(TINY)
+    assert train_eval.evaluate(model, data.valid_loader(args, 24), torch.device("cpu"))[1] == \
+        pytest.approx(record["valid_top1"])
+
+
+@pytest.mark.parametrize("flags, message", [(["--valid_size", "-1"], "--valid_size -1"),
+                                             (["--valid_size", "64"], "has 64 images"),
+                                             (["--lr_scheduler", "linear", "--linear_tail", "3"], "--linear_tail 3")])
+def test_bad_valid_size_or_tail_is_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        train_eval.main(TINY + ["--epochs", "3", *flags, "--save", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and err.startswith("error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def _state(save):
     return torch.load(save / "checkpoint.pt", weights_only=True)["model"]
 
