@@ -6,7 +6,7 @@ over epochs, label smoothing, AMP on CUDA and DDP under torchrun. Each method's
 train.py calls `main` with its paper's defaults.
 
 `--valid_size N` holds N training images out and reports the accuracy on them
-every epoch: DARTS' way to pick the best of several searches (Sec. 3.3: each
+every epoch: DARTS' way to pick the best of several searches (Sec. 3.2: each
 cell trained from scratch for 100 epochs, the best validation accuracy wins)
 without reading the test set, e.g. `--epochs 100 --valid_size 25000`.
 
