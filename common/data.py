@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -145,16 +145,19 @@ class Cutout:
         return img
 
 
-def transforms(dataset, train, cutout_length=0, image_size=None):
+def transforms(dataset, train, cutout_length=0, image_size=None, search=False):
     """DARTS transforms. CIFAR-like: random crop (padding 4), flip; ImageNet-like: random resized
-    crop, flip, colour jitter; evaluation: resize 256 / centre crop 224. Cutout after normalising."""
+    crop, flip and, to train an evaluation network, colour jitter (a search, `search=True`, has none:
+    PC-DARTS' train_search_imagenet.py); testing: resize 256 / centre crop 224. Cutout after
+    normalising (DARTS' utils.py), so the cut square is 0 in the normalised image."""
     mean, std = MEAN_STD["imagenet" if is_imagenet_like(dataset) else dataset]
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if is_imagenet_like(dataset):
         size = image_size or 224
         if train:
-            aug = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(),
-                   v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
+            aug = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()]
+            if not search:
+                aug.append(v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2))
         else:
             aug = [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
     else:
@@ -218,11 +221,33 @@ def limit(ds, subset):
     return Subset(ds, range(min(subset, len(ds)))) if subset else ds
 
 
+class ShardSampler(Sampler):
+    """Rank r of w reads images r, r + w, r + 2w, ...: over the ranks every image exactly once.
+    (DistributedSampler pads to a multiple of w with repeated images: 10,002 CIFAR test images on
+    3 GPUs.) The order never changes, so `set_epoch` has nothing to do."""
+
+    def __init__(self, n, num_replicas, rank):
+        self.indices = range(rank, n, num_replicas)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def set_epoch(self, epoch):
+        pass
+
+
 def make_loader(ds, batch_size, train, workers, seed=0):
-    """A loader whose order depends only on (seed, epoch), split across ranks under torchrun.
-    Call `loader.sampler.set_epoch(epoch)` before each epoch."""
+    """A loader split across ranks under torchrun. Training (`train=True`): shuffled in an order that
+    depends only on (seed, epoch), every rank the same number of batches; call
+    `loader.sampler.set_epoch(epoch)` before each epoch. Evaluation: in order, each image once."""
     ws = world_size()
-    sampler = DistributedSampler(ds, num_replicas=ws, rank=rank(), shuffle=train, seed=seed, drop_last=False)
+    if train:
+        sampler = DistributedSampler(ds, num_replicas=ws, rank=rank(), shuffle=True, seed=seed, drop_last=False)
+    else:
+        sampler = ShardSampler(len(ds), ws, rank())
     return DataLoader(ds, batch_size=max(1, batch_size // ws), sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=False)
 
@@ -242,7 +267,7 @@ def search_loaders(args):
     """The DARTS search split of the training set: (weights loader, architecture loader, classes).
     ImageNet-like data use the PC-DARTS per-class subsets instead of a portion."""
     ds = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
-                                            args.image_size))
+                                            args.image_size, search=True))
     ds = limit(ds, args.subset)
     train_idx, valid_idx = search_split(ds, args)
     train = make_loader(Subset(ds, train_idx), args.batch_size, True, args.workers, args.seed)
@@ -250,15 +275,40 @@ def search_loaders(args):
     return train, valid, num_classes(args.dataset, args.data)
 
 
-def eval_loaders(args):
-    """(training set loader, test set loader, classes) for training from scratch. The test loader
-    takes batches of at least 256: evaluation does not depend on the batch, and it is faster."""
+def held_out_split(n, valid_size):
+    """(training indices, held-out indices) of a training set of `n` images: `valid_size` of them drawn
+    by one fixed permutation (seed 0, whatever --seed is), so every run and every candidate
+    architecture is validated on the same images, class-balanced in expectation even when the files
+    are sorted by class; the others, in order, train."""
+    if not 0 <= valid_size < n:
+        die(f"--valid_size {valid_size}: the training set has {n} images (after --subset); hold out "
+            f"between 0 and {n - 1}")
+    held = torch.zeros(n, dtype=torch.bool)
+    held[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:valid_size]] = True
+    return (~held).nonzero().flatten().tolist(), held.nonzero().flatten().tolist()
+
+
+def eval_loaders(args, valid_size=0):
+    """(training loader, test loader, classes) for training from scratch; the training set without the
+    `valid_size` images `held_out_split` keeps for `valid_loader`. The test loader takes batches of at
+    least 256: evaluation does not depend on the batch, and it is faster."""
     train = get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if args.cutout else 0,
                                                args.image_size))
+    train = limit(train, args.subset)
+    if valid_size:
+        train = Subset(train, held_out_split(len(train), valid_size)[0])
     test = get_dataset(args, False, transforms(args.dataset, False, 0, args.image_size))
-    return (make_loader(limit(train, args.subset), args.batch_size, True, args.workers, args.seed),
+    return (make_loader(train, args.batch_size, True, args.workers, args.seed),
             make_loader(test, max(args.batch_size, 256), False, args.workers),
             num_classes(args.dataset, args.data))
+
+
+def valid_loader(args, valid_size):
+    """The `valid_size` training images `eval_loaders` holds out, with the test transforms: a validation
+    set for choosing between architectures without reading the test set."""
+    ds = limit(get_dataset(args, True, transforms(args.dataset, False, 0, args.image_size)), args.subset)
+    return make_loader(Subset(ds, held_out_split(len(ds), valid_size)[1]), max(args.batch_size, 256), False,
+                       args.workers)
 
 
 # ---------------------------------------------------------------- semantic segmentation

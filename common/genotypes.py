@@ -408,9 +408,10 @@ def load(arch):
 # ---------------------------------------------------------------- derivation
 
 def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
-    """The DARTS rule: per node, the `k` input edges with the largest non-`none` weight; on each,
-    the arg-max non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node
-    by node, inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
+    """The DARTS rule (Liu et al., 2019, Sec. 2.4): per node, the `k` input edges with the largest
+    non-`none` weight, strongest first (as DARTS' genotype() lists them); on each, the arg-max
+    non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node by node,
+    inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
     nodes, e = [], 0
     for i in range(steps):
         n_in = num_inputs + i
@@ -421,7 +422,7 @@ def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
             o = max(cand, key=lambda o: (w[o], -o))
             best.append((w[o], j, ops[o]))
         chosen = sorted(best, key=lambda t: (-t[0], t[1]))[:k]
-        nodes.append(tuple((op, j) for _, j, op in sorted(chosen, key=lambda t: t[1])))
+        nodes.append(tuple((op, j) for _, j, op in chosen))
         e += n_in
     return Cell(tuple(nodes), tuple(range(num_inputs, num_inputs + steps)), num_inputs)
 
@@ -477,11 +478,11 @@ def export(folder, g, stem="genotype", **meta):
 
 def main(argv=None):
     from common.network import build_network
-    from common.utils import count_madds, count_params, die
+    from common.utils import count_madds, count_madds_thop, count_params, die
 
     parser = argparse.ArgumentParser(prog="python -m common.genotypes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds")
+    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds (conv + fc, and thop's)")
     show.add_argument("arch", help="published name, JSON file, DARTS text or NAS-Bench-201 string")
     show.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "svhn", "imagenet"])
     show.add_argument("--layers", type=int, default=None, help="default: 20 on CIFAR, 14 on ImageNet")
@@ -516,7 +517,8 @@ def main(argv=None):
         Path(args.dot).write_text(to_dot(g, Path(args.arch).stem))
     print(json.dumps({"kind": g.kind, "dataset": args.dataset, "layers": layers, "init_channels": C,
                       "params_M": round(count_params(model), 4),
-                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2)}))
+                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2),
+                      "mult_adds_thop_M": round(count_madds_thop(model, (1, 3, size, size)), 2)}))
 
 
 if __name__ == "__main__":

@@ -148,13 +148,14 @@ def prune(alpha, beta, k):
     """Soft pruning (Sec. 3.2, Eq. 3) of one cell type: per node, the 2 input edges with the largest
     non-`none` weight softmax(alpha) * normalised beta (the PC-DARTS rule), and on each of them the
     k strongest non-`none` ops instead of one. k = 1 gives the PC-DARTS genotype. Ties keep the lower
-    index. Returns a Cell whose node lists, per kept input, its k ops strongest first."""
+    index. Returns a Cell whose node lists its kept inputs strongest first (as DARTS and PC-DARTS
+    print genotypes) and, per kept input, its k ops strongest first."""
     W = op_weights(alpha, beta)
     cand = [o for o, name in enumerate(PRIMITIVES) if name != "none"]
     nodes, e = [], 0
     for i in range(STEPS):
         kept = sorted(range(2 + i), key=lambda j: (-max(W[e + j][o] for o in cand), j))[:2]
-        nodes.append(tuple((PRIMITIVES[o], j) for j in sorted(kept)
+        nodes.append(tuple((PRIMITIVES[o], j) for j in kept
                            for o in sorted(cand, key=lambda o: (-W[e + j][o], o))[:k]))
         e += 2 + i
     return Cell(tuple(nodes), tuple(range(2, 2 + STEPS)))

@@ -420,7 +420,8 @@ def test_train_py_trains_a_bucket_entry_by_its_file(reference, tmp_path):
     args = train_script.parse_args(["--arch", "x"])
     assert (args.drop_path_prob, args.layers, args.init_channels, args.batch_size) == (0.3, 20, 36, 96)
     args = train_script.parse_args(["--arch", "x", "--dataset", "imagenet"])
-    assert (args.batch_size, args.learning_rate, args.lr_scheduler, args.label_smooth) == (1024, 0.5, "linear", 0.1)
+    assert (args.batch_size, args.learning_rate, args.lr_scheduler, args.linear_tail, args.label_smooth) == \
+        (1024, 0.5, "linear", 5, 0.1)
 
 
 def test_each_stage_resumes_exactly_after_a_kill(reference, tmp_path, monkeypatch):
