@@ -97,11 +97,11 @@ def test_selection_uses_validation_never_test(tmp_path):
     for i, (valid, test) in enumerate(((60.0, 90.0), (70.0, 10.0))):
         t = tmp_path / f"t{i}"
         t.mkdir()
-        (t / "summary.json").write_text(json.dumps({"valid_top1": valid, "final_top1": test}))
+        (t / "summary.json").write_text(json.dumps({"final_valid_top1": valid, "final_top1": test}))
         trainings.append(str(t))
         genos.append("DARTS_V2" if i == 0 else "PC_DARTS_cifar")
     i, values, key = select.choose("valid", genos, trainings)
-    assert (i, values, key) == (1, [60.0, 70.0], "valid_top1")
+    assert (i, values, key) == (1, [60.0, 70.0], "final_valid_top1")
     select.main(["--rule", "valid", "--genotypes", *genos, "--trainings", *trainings, "--save", str(tmp_path / "s")])
     out = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert out["chosen"] == "PC_DARTS_cifar" and (tmp_path / "s" / "genotype.json").exists()
