@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reproduce import select, summary
+from reproduce import figures, select, summary
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import Context, Figure, Plan, PlanError, Row, Search, Select, Train, kind, plan
 
@@ -118,3 +118,19 @@ def test_summary_uses_the_sample_std(tmp_path):
     r = summary.row_results(tmp_path, parts, [])
     assert r["test_error"] == pytest.approx(3.0) and r["test_error_std"] == pytest.approx(1.0)  # n-1
     assert r["test_error_best"] == 2.0 and r["finished"] == 3
+
+
+def test_curves_of_the_best_value_so_far(tmp_path):
+    """`running="max"` (D-DARTS Fig. 5, "the best validation top-1 ... w.r.t. the current epoch"): each
+    search's running maximum, then the mean over the searches; without it, the values themselves."""
+    row = Row("d_darts", "Fig. 5", "x", search=Search("d_darts", "x", seeds=(0, 1)))
+    for seed, accs in ((0, [10, 30, 20, 40]), (1, [20, 10, 50, 30])):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e, "valid_top1": a}) + "\n" for e, a in enumerate(accs)))
+    parts = {row.key: {"searches": ["s0", "s1"]}}
+    for running, want in (("max", [15, 25, 40, 45]), ("", [15, 20, 35, 35])):
+        fig = Figure("d_darts", "Fig. 5", "t", "curves", (row,), y=("valid_top1",), running=running)
+        [series] = figures.figure_data(fig, {}, tmp_path, parts)["series"]
+        assert [y for _, y in series["points"]] == want
+
