@@ -12,7 +12,7 @@ from common.genotypes import Cell, Genotype, GenotypeError, load, parse_text, pu
 from common.search import frozen_bn_stats
 from common.utils import MetricsLog, count_params
 from conftest import SMALL, run
-from d_darts import parse, train, train_search
+from d_darts import parse, search_stats, train, train_search
 from d_darts.model import derive_layers, derived_layout
 from d_darts.model_search import (PASS_THROUGH, PRIMITIVES, ablation_loss, dominant_shares, parse_cell,
                                   parse_genotype, total_loss, zero_one_loss)
@@ -154,6 +154,32 @@ def test_shared_alphas_are_the_darts_super_net():
 def test_dominant_shares_fig4():
     w = [[[0.95, 0.5, 0.05, 0.9]], [[0.1, 0.91, 0.99, 0.2]]]  # 8 weights: 3 above 0.9, 1 below 0.1
     assert dominant_shares(w) == (37.5, 12.5)
+
+
+def test_figure_numbers_of_finished_searches(tmp_path):
+    """search_stats.py: Fig. 3's smallest loss over the epochs (not the last), Fig. 4's shares after the
+    last epoch, Fig. 5's best validation top-1, each the mean over the searches; an unfinished search is
+    refused with one line."""
+    records = [(3.0, 2.0, 20.0, 1.0, 2.0), (1.0, 2.5, 50.0, 3.0, 4.0), (2.0, 1.5, 40.0, 5.0, 6.0)]
+    runs = []
+    for i, shift in enumerate((0, 2)):
+        run = tmp_path / f"s{i}"
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("".join(json.dumps(
+            {"epoch": e, "train_loss": t + shift, "valid_loss": v + shift, "valid_top1": a + shift,
+             "ops_above_0.9_pct": hi + shift, "ops_below_0.1_pct": lo + shift}) + "\n"
+            for e, (t, v, a, hi, lo) in enumerate(records)))
+        (run / "summary.json").write_text("{}")
+        runs.append(str(run))
+    out = search_stats.main(["--search_dirs", *runs, "--save", str(tmp_path / "m")])
+    assert (out["min_train_loss"], out["min_train_loss_epoch"], out["min_valid_loss"], out["min_valid_loss_epoch"]) \
+        == (2.0, 1, 2.5, 2)
+    assert (out["ops_above_0.9_pct"], out["ops_below_0.1_pct"], out["best_valid_top1"]) == (6.0, 7.0, 51.0)
+    assert json.loads((tmp_path / "m" / "summary.json").read_text())["per_search"][1]["best_valid_top1"] == 52.0
+    (tmp_path / "s1" / "summary.json").unlink()
+    with pytest.raises(SystemExit):
+        search_stats.main(["--search_dirs", *runs, "--save", str(tmp_path / "m2")])
+    assert not (tmp_path / "m2").exists()
 
 
 # ---------------------------------------------------------------- parsing (Sec. 5.1)
