@@ -220,9 +220,10 @@ def test_edge_parsing():
 
 
 def test_darts_parsing():
-    cell = parse_cell(HAND, "darts", 0.8)  # no threshold: two edges per node, ties to the lower index
-    assert cell == Cell(((("sep_conv_3x3", 0), ("skip_connect", 1)), (("max_pool_3x3", 0), ("dil_conv_3x3", 2)),
-                         (("avg_pool_3x3", 1), ("sep_conv_5x5", 3)), (("sep_conv_3x3", 1), ("skip_connect", 4))),
+    cell = parse_cell(HAND, "darts", 0.8)  # no threshold: two edges per node, ties to the lower index;
+    # each node's inputs strongest first, as DARTS prints them
+    assert cell == Cell(((("skip_connect", 1), ("sep_conv_3x3", 0)), (("dil_conv_3x3", 2), ("max_pool_3x3", 0)),
+                         (("sep_conv_5x5", 3), ("avg_pool_3x3", 1)), (("sep_conv_3x3", 1), ("skip_connect", 4))),
                         (2, 3, 4, 5))
 
 
