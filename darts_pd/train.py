@@ -57,7 +57,7 @@ def pick(path, index):
 def parse_args(argv=None):
     parser = get_parser()
     probe, _ = parser.parse_known_args(argv)
-    imagenet = is_imagenet_like(probe.dataset)
+    imagenet = is_imagenet_like(probe)
     parser.set_defaults(**(train_eval.IMAGENET if imagenet else train_eval.CIFAR))
     parser.set_defaults(**(IMAGENET if imagenet else CIFAR))
     args = parser.parse_args(argv)
