@@ -31,19 +31,21 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DistributedSampler, Subset
 
 if __package__ in (None, ""):  # run as `python darts_pd/train_search.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import genotypes  # noqa: E402
-from common.data import (add_data_args, class_fraction_split, get_dataset, is_imagenet_like, num_classes,  # noqa: E402
-                         search_loaders, transforms)
+from common.data import (Loader, add_data_args, class_fraction_split, get_dataset, image_size,  # noqa: E402
+                         is_imagenet_like, num_classes, pipeline, search_loaders, transforms)
 from common.search import Checkpointed, search_cost, search_loop, write_summary  # noqa: E402
 from common.train_eval import evaluate, lr_factor  # noqa: E402
-from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, die,  # noqa: E402
+from common.utils import (DONE, KEEP, AverageMeter, MetricsLog, Progress, accuracy, add_run_args, agree,  # noqa: E402
+                          amp_autocast, check_finite, check_run, checkpoint_fits, clear_folder, die, folder_problem,
                           gather_rng_states, get_device, init_distributed, is_main, load_checkpoint, log, rank,
-                          resume_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size)
+                          resume_state, run_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size,
+                          write_args, write_json)
 from darts_pd.model_search import (PRIMITIVES, Evolution, PathCost, PathGroups, PathNet, PrunedNetwork,  # noqa: E402
                                    SearchNetwork, generation, path_genotype, pruned_edges, random_pruned)
 from darts_pd.train import CIFAR as EVAL_CIFAR, IMAGENET as EVAL_IMAGENET  # noqa: E402
@@ -70,8 +72,8 @@ DATASETS = {
 }
 
 
-def profile(dataset):
-    return "imagenet" if is_imagenet_like(dataset) else "cifar"
+def profile(args):
+    return "imagenet" if is_imagenet_like(args) else "cifar"
 
 
 def get_parser():
@@ -130,7 +132,7 @@ def get_parser():
 def parse_args(argv=None):
     parser = get_parser()
     probe, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**DATASETS[profile(probe.dataset)])
+    parser.set_defaults(**DATASETS[profile(probe)])
     args = parser.parse_args(argv)
     if not 1 <= args.k <= len(PRIMITIVES) - 1:
         die(f"--k {args.k}: the soft pruning keeps 1 to {len(PRIMITIVES) - 1} of the non-none ops of an edge")
@@ -147,7 +149,8 @@ def resolve(args, stage):
     """A copy of `args` with the values of `stage` for the per-stage flags left unset, and `run`,
     the run folder (`args.save` becomes each stage's subfolder)."""
     a = copy.copy(args)
-    for name, value in STAGES[profile(args.dataset)][stage].items():
+    a.stage = str(stage)
+    for name, value in STAGES[profile(args)][stage].items():
         if getattr(a, name, None) is None:
             setattr(a, name, value)
     a.run = getattr(args, "run", args.save)
@@ -157,13 +160,21 @@ def resolve(args, stage):
 
 
 def stage_args(args, stage):
-    """`resolve(args, stage)` saving into RUN/stage<stage>/ (created by rank 0)."""
+    """`resolve(args, stage)` saving into RUN/stage<stage>/."""
     a = resolve(args, stage)
     a.save = str(Path(a.run) / f"stage{stage}")
+    return a
+
+
+def open_stage(args, stage):
+    """`stage_args(args, stage)`, its folder created and its args.json written (rank 0): a stage
+    folder is a run folder of its own, with the stage's flags, metrics, checkpoint and summary.json."""
+    a = stage_args(args, stage)
     if is_main():
         Path(a.save).mkdir(parents=True, exist_ok=True)
+        write_args(a.save, a)
     log.info("stage %d in %s: %s", stage, a.save,
-             " ".join(f"--{n} {getattr(a, n)}" for n in STAGES[profile(a.dataset)][stage]))
+             " ".join(f"--{n} {getattr(a, n)}" for n in STAGES[profile(a)][stage]))
     return a
 
 
@@ -208,7 +219,7 @@ class Searcher(Checkpointed):
         args = resolve(args, 1)
         self.args, self.device = args, device
         self.net = SearchNetwork(args.init_channels, num_classes, args.layers, args.K,
-                                 is_imagenet_like(args.dataset)).to(device)
+                                 is_imagenet_like(args)).to(device)
         broadcast_state(self.net)
         self.weights, self.arch = self.net.weights(), self.net.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
@@ -276,16 +287,15 @@ class Searcher(Checkpointed):
 
 
 def run_stage1(args, device):
-    a = stage_args(args, 1)
+    a = open_stage(args, 1)
     set_seed(a.seed, a.deterministic)
     train_queue, valid_queue, num_classes = search_loaders(a)
     searcher = Searcher(a, num_classes, device)
     log.info("stage 1: PC-DARTS super-net, %d cells, %d channels, K=%d; S' keeps k=%d ops per edge",
              a.layers, a.init_channels, a.K, a.k)
-    search_loop(a, searcher, train_queue, valid_queue, Path(a.save), device, method="darts_pd stage 1 (PC-DARTS)")
-    if is_main():
-        genotypes.export(a.save, searcher.pruned(), stem="pruned", method="darts_pd stage 1 (S')", k=a.k,
-                         seed=a.seed, dataset=a.dataset)
+    search_loop(a, searcher, train_queue, valid_queue, Path(a.save), device, method="darts_pd stage 1 (PC-DARTS)",
+                finish=lambda save: genotypes.export(save, searcher.pruned(), stem="pruned", k=a.k, seed=a.seed,
+                                                     method="darts_pd stage 1 (S')", dataset=a.dataset))
     log.info("stage 1: S' %s", searcher.pruned())
     barrier()
     return searcher
@@ -322,7 +332,7 @@ class FairTrainer(Checkpointed):
         self.args, self.device = args, device
         self.pruned = pruned or load_pruned(args)
         self.net = PrunedNetwork(self.pruned, args.init_channels, num_classes, args.layers,
-                                 args.dataset == "imagenet").to(device)
+                                 is_imagenet_like(args)).to(device)
         broadcast_state(self.net)
         k = len(pruned_edges(self.pruned)[0][2])
         self.groups = PathGroups(self.net.num_edges, k, args.seed)  # same seed: same groups on every rank
@@ -367,11 +377,11 @@ class FairTrainer(Checkpointed):
         """S' and its trained weights: the input of stage 3."""
         save_checkpoint(path, {"pruned": genotypes.to_dict(self.pruned), "init_channels": self.args.init_channels,
                                "layers": self.args.layers, "num_classes": num_classes, "dataset": self.args.dataset,
-                               "state_dict": self.net.state_dict()})
+                               "imagenet": is_imagenet_like(self.args), "state_dict": self.net.state_dict()})
 
 
 def run_stage2(args, device):
-    a = stage_args(args, 2)
+    a = open_stage(args, 2)
     save = Path(a.save)
     set_seed(a.seed, a.deterministic)
     train_queue, _, num_classes = search_loaders(a)
@@ -381,16 +391,19 @@ def run_stage2(args, device):
     start, wall = 0, 0.0
     ckpt = resume_state(a, device)
     if ckpt:
-        trainer.load_state_dict(ckpt["trainer"])
-        start, wall = ckpt["epoch"], ckpt["wall_time_s"]
-        set_rng_state(ckpt["rng"][rank()])
+        with checkpoint_fits(save / "checkpoint.pt"):
+            trainer.load_state_dict(ckpt["trainer"])
+            start, wall = ckpt["epoch"], ckpt["wall_time_s"]
+            set_rng_state(ckpt["rng"][rank()])
     metrics, progress, t0 = MetricsLog(save / "metrics.jsonl", start), Progress(a.epochs, start), time.time() - wall
     for epoch in range(start, a.epochs):
         trainer.start_epoch(epoch)
         train_queue.sampler.set_epoch(epoch)
         meters = defaultdict(AverageMeter)
-        for batch in train_queue:
-            for name, v in trainer.step(batch).items():
+        for step, batch in enumerate(train_queue):
+            values = trainer.step(batch)
+            check_finite(values, f"at step {step + 1} of epoch {epoch + 1} of stage 2")
+            for name, v in values.items():
                 meters[name].update(v, len(batch[1]))
         record = {"epoch": epoch, **{n: m.avg for n, m in meters.items()}, **trainer.end_epoch(epoch)}
         metrics.write(record)
@@ -411,33 +424,40 @@ def fitness_loader(args):
     split (what stage 1 trained alpha on; S' weights never saw it), or the test set. Its workers
     persist: stage 3 reads it once per path."""
     if args.fitness_data == "test":
-        ds = get_dataset(args, False, transforms(args.dataset, False, 0, args.image_size))
+        ds = get_dataset(args, False, transforms(args, False))
     else:
-        ds = get_dataset(args, True, transforms(args.dataset, False, 0, args.image_size))
+        ds = get_dataset(args, True, transforms(args, False))
         if args.subset:
             ds = Subset(ds, range(min(args.subset, len(ds))))
-        if is_imagenet_like(args.dataset):  # the split of common.data.search_loaders
+        if is_imagenet_like(args):  # the split of common.data.search_loaders
             targets = [ds.dataset.targets[i] for i in ds.indices] if isinstance(ds, Subset) else ds.targets
             ds = Subset(ds, class_fraction_split(targets, args.imagenet_fractions, args.seed)[1])
         else:
             ds = Subset(ds, range(int(math.floor(args.train_portion * len(ds))), len(ds)))
     sampler = DistributedSampler(ds, num_replicas=world_size(), rank=rank(), shuffle=False)
-    return DataLoader(ds, batch_size=max(1, args.batch_size // world_size()), sampler=sampler,
+    return Loader(ds, batch_size=max(1, args.batch_size // world_size()), sampler=sampler,
                       num_workers=args.workers, persistent_workers=args.workers > 0,
                       pin_memory=torch.cuda.is_available())
 
 
+def supernet_file(run):
+    """RUN/stage2/supernet.pt, the trained S', or one clear line."""
+    path = Path(run or ".") / "stage2" / "supernet.pt"
+    if not path.is_file():
+        die(f"no trained S' at {path}: run stage 2 first (--stage 2 --save {run})")
+    return path
+
+
 def load_supernet(args, num_classes, device):
     """S' with the weights stage 2 trained, from RUN/stage2/supernet.pt."""
-    path = Path(args.run or ".") / "stage2" / "supernet.pt"
-    if not path.is_file():
-        die(f"no trained S' at {path}: run stage 2 first (--stage 2 --save {args.run})")
+    path = supernet_file(args.run)
     d = load_checkpoint(path, device)
-    if d["num_classes"] != num_classes:
-        die(f"{path} was trained for {d['num_classes']} classes, --dataset {args.dataset} has {num_classes}")
-    net = PrunedNetwork(genotypes.from_dict(d["pruned"]), d["init_channels"], num_classes, d["layers"],
-                        d["dataset"] == "imagenet").to(device)
-    net.load_state_dict(d["state_dict"])
+    with checkpoint_fits(path):
+        if d["num_classes"] != num_classes:
+            die(f"{path} was trained for {d['num_classes']} classes, --dataset {args.dataset} has {num_classes}")
+        net = PrunedNetwork(genotypes.from_dict(d["pruned"]), d["init_channels"], num_classes, d["layers"],
+                            d.get("imagenet", d["dataset"] == "imagenet")).to(device)
+        net.load_state_dict(d["state_dict"])
     return net
 
 
@@ -477,8 +497,8 @@ class PathSearch:
         train_queue.sampler.set_epoch(0)
         torch.manual_seed(args.seed)  # the same BN batches whenever the search is built
         self.bn_batches = [x for x, _ in itertools.islice(train_queue, args.bn_batches)]
-        size = args.image_size or (224 if is_imagenet_like(args.dataset) else 32)
-        self.cost = PathCost(self.pruned, args.dataset, args.eval_init_channels, args.eval_layers, num_classes, size)
+        self.cost = PathCost(self.pruned, pipeline(args), args.eval_init_channels, args.eval_layers, num_classes,
+                             image_size(args))
         k = len(pruned_edges(self.pruned)[0][2])
         self.evolution = Evolution(self.net.num_edges, k, self.cost, args.buckets, args.population, args.parents,
                                    args.mutations, args.crossovers, args.mutation_prob, args.seed)
@@ -508,7 +528,7 @@ class PathSearch:
 
 
 def run_stage3(args, device):
-    a = stage_args(args, 3)
+    a = open_stage(args, 3)
     save, run = Path(a.save), Path(a.run)
     set_seed(a.seed, a.deterministic)
     search = PathSearch(a, num_classes(a.dataset, a.data), device)
@@ -517,7 +537,8 @@ def run_stage3(args, device):
              evo.k ** evo.num_edges, evo.num_edges, a.buckets, a.eval_layers, a.eval_init_channels, a.fitness_data)
     ckpt = resume_state(a, device)
     if ckpt:
-        search.load_state_dict(ckpt["search"])
+        with checkpoint_fits(save / "checkpoint.pt"):
+            search.load_state_dict(ckpt["search"])
     start, t0 = evo.generation, time.time() - (ckpt["wall_time_s"] if ckpt else 0.0)
     metrics, progress = MetricsLog(save / "metrics.jsonl", start), Progress(a.epochs, start)
     for gen in range(start, a.epochs):  # generations
@@ -547,11 +568,11 @@ def run_stage3(args, device):
             "method": "darts_pd", "fitness_data": a.fitness_data, "eval_layers": a.eval_layers,
             "eval_init_channels": a.eval_init_channels, "evaluated": len(evo.fitness), "seed": a.seed,
             "dataset": a.dataset, "genotypes": [{"index": i, **e} for i, e in enumerate(entries)]}, indent=1) + "\n")
-        write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 3",
-                      evaluated=len(evo.fitness))
         best = entries[0]
         genotypes.export(run, path_genotype(search.pruned, tuple(best["path"])), method="darts_pd", seed=a.seed,
                          dataset=a.dataset, **{n: v for n, v in best.items() if n.endswith(("top1", "_M"))})
+        write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 3",
+                      evaluated=len(evo.fitness))
     log.info("stage 3: %d paths evaluated; best %s", len(evo.fitness), entries[0]["text"])
     for i, e in enumerate(entries):
         log.info("  [%d] bucket %s M: %s %.2f%%, %.3fM params, %.1fM mult-adds", i, e["bucket_M"], a.fitness_data,
@@ -566,12 +587,38 @@ STAGE_RUNNERS = {1: run_stage1, 2: run_stage2, 3: run_stage3}
 
 
 def main(argv=None):
+    """Run the stages asked for. RUN holds one run folder per stage; RUN/summary.json, written after
+    stage 3, marks the whole run finished. --resume continues the started stage and skips finished
+    ones; every input is checked before RUN is touched."""
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
-    setup_run(args, "search-darts_pd")
+    check_run(args, "search-darts_pd", nested=True)
+    run = Path(args.save)
     stages = [1, 2, 3] if args.stage == "all" else [int(args.stage)]
-    return {s: STAGE_RUNNERS[s](args, device) for s in stages}
+    skip = [s for s in stages if args.stage == "all" and args.resume and run_state(run / f"stage{s}") == "finished"]
+    todo = [s for s in stages if s not in skip]
+    for s in todo:
+        a = stage_args(args, s)
+        agree(folder_problem(a.save, a) if is_main() else None)
+    if todo:  # the inputs of the first stage to run
+        search_loaders(resolve(args, todo[0]))
+        if todo[0] == 2:
+            load_pruned(resolve(args, 2))
+        if todo[0] == 3:
+            supernet_file(args.save)
+    setup_run(args, "search-darts_pd", nested=True)
+    if args.overwrite and is_main():  # the stages run now and all that came from them go
+        clear_folder(run, keep=(*KEEP, "args.json", "log.txt", *(f"stage{s}" for s in range(1, todo[0]))))
+    for s in skip:
+        log.info("stage %d in %s is finished: skipped", s, run / f"stage{s}")
+    out = {s: STAGE_RUNNERS[s](args, device) for s in todo}
+    if is_main() and 3 in stages and run_state(run / "stage3") == "finished" and not (run / DONE).is_file():
+        best = genotypes.load(str(run / "genotype.json"))
+        write_json(run / DONE, {"method": "darts_pd", "genotype": str(best), "seed": args.seed,
+                                "dataset": args.dataset})  # no costs: those are in each stage's summary.json
+    barrier()
+    return out
 
 
 if __name__ == "__main__":
