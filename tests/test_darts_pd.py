@@ -276,6 +276,9 @@ def test_three_stages_write_their_outputs(reference):
                                       if lo <= json.loads(line)["params_M"] < (hi or float("inf")))
     best = json.loads((save / "genotype.json").read_text())
     assert best["normal"] == entries[0]["normal"] and best["reduce"] == entries[0]["reduce"]
+    # every stage folder is a run folder; RUN/summary.json, the run's done-marker, names the best genotype
+    assert all(json.loads((save / f"stage{s}" / "args.json").read_text())["stage"] == str(s) for s in (1, 2, 3))
+    assert json.loads((save / "summary.json").read_text())["genotype"] == best["text"]
 
 
 def test_train_py_trains_any_entry_of_genotypes_json(reference, tmp_path):
