@@ -295,11 +295,23 @@ def test_a_corrupt_image_is_named_in_one_line(cli, tmp_path):
     assert not (save / "summary.json").exists()
 
 
-def test_d_darts_writes_its_genotypes_before_its_done_marker(cli, tmp_path):
-    save = tmp_path / "run"
+def test_every_stage_writes_its_done_marker_last(cli, tmp_path):
+    """D-DARTS' parsed genotypes, DARTS-PD's S' (stage 1) and best genotypes (stage 3) come before
+    the summary.json that marks their folder finished; RUN/summary.json ends DARTS-PD's run."""
+    save = tmp_path / "d_darts"
     writes = cli.ok([SCRIPTS["d_darts"], *TINY, "--save", save])
     assert _last_output(writes, save) == "summary.json"
     assert {"genotype_sparse.json", "genotype_edge.json"} <= {p.name for p in save.iterdir()}
+    save = tmp_path / "darts_pd"
+    writes = cli.ok([SCRIPTS["darts_pd"], *TINY, "--population", "2", "--parents", "1", "--mutations", "1",
+                     "--crossovers", "1", "--bn_batches", "1", "--eval_layers", "3", "--eval_init_channels", "4",
+                     "--buckets", "0", "inf", "--save", save])
+    assert [_last_output(writes, f) for f in (save / "stage1", save / "stage2", save / "stage3", save)] == \
+        ["summary.json"] * 4
+    order = [Path(p) for p in writes]  # stage 3's results sit in RUN, and come before its done-marker
+    assert order.index(save / "stage3" / "summary.json") > max(order.index(save / f) for f in ("genotype.json",
+                                                                                             "genotypes.json"))
+    assert (save / "stage1" / "pruned.json").exists() and (save / "genotype.json").exists()
 
 
 def test_a_cut_last_line_of_metrics_and_a_stale_args_json_do_not_block_resume(cli, world, tmp_path):
