@@ -436,8 +436,8 @@ def fitness_loader(args):
             ds = Subset(ds, range(int(math.floor(args.train_portion * len(ds))), len(ds)))
     sampler = DistributedSampler(ds, num_replicas=world_size(), rank=rank(), shuffle=False)
     return Loader(ds, batch_size=max(1, args.batch_size // world_size()), sampler=sampler,
-                      num_workers=args.workers, persistent_workers=args.workers > 0,
-                      pin_memory=torch.cuda.is_available())
+                  num_workers=args.workers, persistent_workers=args.workers > 0,
+                  pin_memory=torch.cuda.is_available())
 
 
 def supernet_file(run):
