@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from common import genotypes
-from common.data import add_data_args, eval_loaders, is_imagenet_like, valid_loader
+from common.data import add_data_args, eval_loaders, image_size, is_imagenet_like, pipeline, valid_loader
 from common.network import build_network
 from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, broadcast_params,
-                          count_madds, count_madds_thop, count_params, die, gather_rng_states, get_device,
-                          init_distributed, is_main, log, rank, resume_state, save_checkpoint, set_rng_state, set_seed,
-                          setup_run, world_size)
+                          check_finite, check_run, checkpoint_fits, count_madds, count_madds_thop, count_params, die,
+                          gather_rng_states, get_device, init_distributed, is_main, log, rank, resume_state,
+                          save_checkpoint, set_rng_state, set_seed, setup_run, world_size, write_json)
 
 # The DARTS evaluation settings (Liu et al., 2019, Sec. 3.3 and A.2).
 CIFAR = dict(epochs=600, batch_size=96, learning_rate=0.025, learning_rate_min=0.0, weight_decay=3e-4,
@@ -73,11 +73,11 @@ def get_parser(description=None):
 
 
 def parse_args(argv=None, cifar=None, imagenet=None, description=None):
-    """Parse with the protocol of the chosen dataset as defaults: `cifar` for CIFAR-like data,
-    `imagenet` for ImageNet-like data (each a dict of overrides of the DARTS settings)."""
+    """Parse with the protocol of the data's pipeline (`common.data.pipeline`) as defaults: `cifar`
+    for the CIFAR pipeline, `imagenet` for ImageNet's (each a dict of overrides of the DARTS settings)."""
     parser = get_parser(description)
     probe, _ = parser.parse_known_args(argv)
-    profile = {**IMAGENET, **(imagenet or {})} if is_imagenet_like(probe.dataset) else {**CIFAR, **(cifar or {})}
+    profile = {**IMAGENET, **(imagenet or {})} if is_imagenet_like(probe) else {**CIFAR, **(cifar or {})}
     parser.set_defaults(**profile)
     return parser.parse_args(argv)
 
@@ -124,7 +124,9 @@ def train_epoch(model, loader, optimizer, scaler, args, device):
             nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        loss_m.update(loss.item(), len(y))
+        value = loss.item()
+        check_finite({"train_loss": value}, f"at training step {step + 1}")
+        loss_m.update(value, len(y))
         top1_m.update(accuracy(logits.detach(), y)[0], len(y))
         if args.report_freq and step % args.report_freq == 0:
             log.info("train step %d loss %.4f top1 %.2f", step, loss_m.avg, top1_m.avg)
@@ -171,20 +173,21 @@ def main(args=None, build=None):
     check_args(args)
     init_distributed(args.device)
     device = get_device(args.device)
+    check_run(args, "eval")  # every input is checked before the run folder is touched
     set_seed(args.seed + rank(), args.deterministic)
-    save = setup_run(args, "eval")
     try:
         genotype = genotypes.load(args.arch)
     except genotypes.GenotypeError as e:
         die(str(e))
     train_queue, test_queue, num_classes = eval_loaders(args, args.valid_size)
     valid_queue = valid_loader(args, args.valid_size) if args.valid_size else None
-    build = build or (lambda g, n, a: build_network(g, a.dataset, a.init_channels, a.layers, n, a.auxiliary))
+    build = build or (lambda g, n, a: build_network(g, pipeline(a), a.init_channels, a.layers, n, a.auxiliary))
     try:
         model = build(genotype, num_classes, args).to(device)
     except genotypes.GenotypeError as e:
         die(str(e))
-    size = args.image_size or (224 if is_imagenet_like(args.dataset) else 32)
+    save = setup_run(args, "eval")
+    size = image_size(args)
     params, madds = count_params(model), count_madds(model, (1, 3, size, size))
     madds_thop = count_madds_thop(model, (1, 3, size, size))
     log.info("genotype %s", genotype)
@@ -197,13 +200,14 @@ def main(args=None, build=None):
     start_epoch, best, best_valid, wall = 0, 0.0, 0.0, 0.0
     ckpt = resume_state(args, device)
     if ckpt:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best, wall = ckpt["epoch"], ckpt["best_top1"], ckpt["wall_time_s"]
-        best_valid = ckpt.get("best_valid_top1", 0.0)  # checkpoints from before --valid_size lack it
-        set_rng_state(ckpt["rng"][rank()])
+        with checkpoint_fits(save / "checkpoint.pt"):
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            start_epoch, best, wall = ckpt["epoch"], ckpt["best_top1"], ckpt["wall_time_s"]
+            best_valid = ckpt.get("best_valid_top1", 0.0)  # checkpoints from before --valid_size lack it
+            set_rng_state(ckpt["rng"][rank()])
     net = model
     if world_size() > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -228,6 +232,7 @@ def main(args=None, build=None):
             valid = f" valid {record['valid_top1']:.2f}% (best {best_valid:.2f}%)"
         record["test_loss"], record["test_top1"], record["test_top5"] = evaluate(model, test_queue, device, args.amp)
         best = max(best, record["test_top1"])
+        check_finite(record, f"in epoch {epoch + 1}")
         metrics.write(record)
         rngs = gather_rng_states()
         save_checkpoint(save / "checkpoint.pt", dict(
@@ -246,7 +251,7 @@ def main(args=None, build=None):
                    final_valid_top1=final.get("valid_top1"), final_valid_top5=final.get("valid_top5"),
                    wall_time_s=time.time() - t0, world_size=world_size(), device=str(device))
     if is_main():
-        (save / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(save / "summary.json", summary)  # the done-marker, last
         log.info("summary %s", json.dumps(summary))
     return model
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from common.data import add_data_args, search_loaders
 from common.search import Checkpointed, frozen_bn_stats, search_loop
 from common.train_eval import evaluate
-from common.utils import (accuracy, add_run_args, amp_autocast, count_params, die, get_device, log, set_seed,
-                          setup_run)
+from common.utils import (accuracy, add_run_args, amp_autocast, check_run, count_params, die, get_device, log,
+                          set_seed, setup_run)
 from d_darts.model_search import (PARSE_METHODS, SearchNetwork, ablation_loss, dominant_shares, parse_genotype,
                                   total_loss, zero_one_loss)
 from d_darts.parse import write_parsings
@@ -60,8 +60,6 @@ def get_parser():
 
 def parse_args(argv=None):
     args = get_parser().parse_args(argv)
-    if args.layers < 3:
-        die(f"--layers {args.layers}: the super-net needs at least 3 cells (reductions at n//3 and 2n//3)")
     if not 0 < args.threshold <= 1:
         die(f"--threshold {args.threshold}: a sigmoid threshold lies in (0, 1]")
     if args.share_alphas and args.w_abl != 0:
@@ -265,10 +263,11 @@ def main(argv=None):
         die("the D-DARTS search runs in one process (the paper searched on one GPU); "
             "train.py runs under torchrun")
     device = get_device(args.device)
+    check_run(args, "search-d_darts")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)
-    save = setup_run(args, "search-d_darts")
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
+    save = setup_run(args, "search-d_darts")
     log.info("super-net %.3fM parameters, %d cells, %s, loss %s", count_params(searcher.net), args.layers,
              "shared architectures (normal, reduce)" if args.share_alphas else "one architecture per cell",
              "L_F" if args.w_abl == 0 else f"L_T ({args.ablation_loss} L_AB)")

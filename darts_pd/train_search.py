@@ -35,19 +35,21 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DistributedSampler, Subset
 
 if __package__ in (None, ""):  # run as `python darts_pd/train_search.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import genotypes  # noqa: E402
-from common.data import (add_data_args, get_dataset, is_imagenet_like, limit, make_loader, num_classes,  # noqa: E402
-                         search_loaders, search_split, transforms)
+from common.data import (Loader, add_data_args, get_dataset, image_size, is_imagenet_like, limit,  # noqa: E402
+                         make_loader, num_classes, pipeline, search_loaders, search_split, transforms)
 from common.search import Checkpointed, search_cost, search_loop, write_summary  # noqa: E402
 from common.train_eval import evaluate, lr_factor  # noqa: E402
-from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, die,  # noqa: E402
+from common.utils import (DONE, KEEP, AverageMeter, MetricsLog, Progress, accuracy, add_run_args, agree,  # noqa: E402
+                          amp_autocast, check_finite, check_run, checkpoint_fits, clear_folder, die, folder_problem,
                           gather_rng_states, get_device, init_distributed, is_main, load_checkpoint, log, rank,
-                          resume_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size)
+                          resume_state, run_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size,
+                          write_args)
 from darts_pd.model_search import (PRIMITIVES, Evolution, FairSchedule, PathCost, PathGroups, PathNet,  # noqa: E402
                                    PrunedNetwork, SearchNetwork, generation, path_genotype, pruned_edges,
                                    random_pruned)
@@ -67,8 +69,8 @@ DATASETS = {
 }
 
 
-def profile(dataset):
-    return "imagenet" if is_imagenet_like(dataset) else "cifar"
+def profile(args):
+    return "imagenet" if is_imagenet_like(args) else "cifar"
 
 
 def get_parser():
@@ -138,7 +140,7 @@ def get_parser():
 def parse_args(argv=None):
     parser = get_parser()
     probe, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**DATASETS[profile(probe.dataset)])
+    parser.set_defaults(**DATASETS[profile(probe)])
     args = parser.parse_args(argv)
     if not 1 <= args.k <= len(PRIMITIVES) - 1:
         die(f"--k {args.k}: the soft pruning keeps 1 to {len(PRIMITIVES) - 1} of the non-none ops of an edge")
@@ -154,15 +156,23 @@ def parse_args(argv=None):
 
 
 def stage_args(args, stage):
-    """A copy of `args` saving into RUN/stage<stage>/ (created by rank 0); `run` is RUN. Stage 1 is
-    PC-DARTS' search, without cutout (`--cutout` is stage 2's)."""
+    """A copy of `args` saving into RUN/stage<stage>/; `run` is RUN. Stage 1 is PC-DARTS' search,
+    without cutout (`--cutout` is stage 2's)."""
     a = copy.copy(args)
     a.run = getattr(args, "run", args.save)
     a.save = str(Path(a.run) / f"stage{stage}")
     if stage == 1:
         a.cutout = False
+    return a
+
+
+def open_stage(args, stage):
+    """`stage_args(args, stage)`, its folder created and its args.json written (rank 0): a stage
+    folder is a run folder of its own, with the stage's flags, metrics, checkpoint and summary.json."""
+    a = stage_args(args, stage)
     if is_main():
         Path(a.save).mkdir(parents=True, exist_ok=True)
+        write_args(a.save, a)
     log.info("stage %d in %s", stage, a.save)
     return a
 
@@ -207,7 +217,7 @@ class Searcher(Checkpointed):
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
         self.net = SearchNetwork(args.init_channels, num_classes, args.layers, args.K,
-                                 is_imagenet_like(args.dataset)).to(device)
+                                 is_imagenet_like(args)).to(device)
         broadcast_state(self.net)
         self.weights, self.arch = self.net.weights(), self.net.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
@@ -273,9 +283,14 @@ class Searcher(Checkpointed):
         g = self.net.pruned(1)
         return genotypes.Genotype(g.normal, g.reduce)  # the PC-DARTS genotype, without S' weights
 
+    def finish(self, save):
+        """S' (`pruned.json`, with its frozen architecture weights), before the stage's summary.json."""
+        genotypes.export(save, self.pruned(), stem="pruned", method="darts_pd stage 1 (S')", k=self.args.k,
+                         seed=self.args.seed, dataset=self.args.dataset)
+
 
 def run_stage1(args, device):
-    a = stage_args(args, 1)
+    a = open_stage(args, 1)
     set_seed(a.seed, a.deterministic)
     train_queue, valid_queue, num_classes = search_loaders(a)
     searcher = Searcher(a, num_classes, device)
@@ -285,9 +300,6 @@ def run_stage1(args, device):
         log.warning("stage 1: WARNING alpha and beta never train (--begin %d >= --epochs %d): S' is pruned from "
                     "their random initialisation", a.begin, a.epochs)
     search_loop(a, searcher, train_queue, valid_queue, Path(a.save), device, method="darts_pd stage 1 (PC-DARTS)")
-    if is_main():
-        genotypes.export(a.save, searcher.pruned(), stem="pruned", method="darts_pd stage 1 (S')", k=a.k,
-                         seed=a.seed, dataset=a.dataset)
     log.info("stage 1: S' %s", searcher.pruned())
     barrier()
     return searcher
@@ -321,8 +333,7 @@ def fair_loader(args, cutout):
     """D_train of stage 2 (Alg. 1 step 2) in batches of --fair_batch_size: with --fair_data rest,
     every training image outside D_val (CIFAR: the weights half of the search split, as in stage 1;
     ImageNet: all but PC-DARTS' 2.5% per class); with search, stage 1's D_train."""
-    ds = limit(get_dataset(args, True, transforms(args.dataset, True, args.cutout_length if cutout else 0,
-                                                  args.image_size)), args.subset)
+    ds = limit(get_dataset(args, True, transforms(args, True, args.cutout_length if cutout else 0)), args.subset)
     train_idx, valid_idx = search_split(ds, args)
     if args.fair_data == "rest":
         held_out = set(valid_idx)
@@ -343,7 +354,7 @@ class FairTrainer(Checkpointed):
         self.args, self.device = args, device
         self.pruned = pruned or load_pruned(args)
         self.net = PrunedNetwork(self.pruned, args.init_channels, num_classes, args.layers,
-                                 args.dataset == "imagenet", args.frozen_alpha).to(device)
+                                 is_imagenet_like(args), args.frozen_alpha).to(device)
         broadcast_state(self.net)
         k = len(pruned_edges(self.pruned)[0][2])
         self.groups = PathGroups(self.net.num_edges, k, args.seed)  # same seed: same groups on every rank
@@ -385,8 +396,10 @@ class FairTrainer(Checkpointed):
         self.start_epoch(epoch)
         train_queue.sampler.set_epoch(epoch)
         meters = defaultdict(AverageMeter)
-        for batch in itertools.islice(train_queue, self.schedule.steps(epoch)):
-            for name, v in self.step(batch).items():
+        for step, batch in enumerate(itertools.islice(train_queue, self.schedule.steps(epoch))):
+            values = self.step(batch)
+            check_finite(values, f"at step {step + 1} of epoch {epoch + 1} of stage 2")
+            for name, v in values.items():
                 meters[name].update(v, len(batch[1]))
         return {name: m.avg for name, m in meters.items()}
 
@@ -401,7 +414,7 @@ class FairTrainer(Checkpointed):
         """S' and its trained weights: the input of stage 3."""
         save_checkpoint(path, {"pruned": genotypes.to_dict(self.pruned), "init_channels": self.args.init_channels,
                                "layers": self.args.layers, "num_classes": num_classes, "dataset": self.args.dataset,
-                               "state_dict": self.net.state_dict()})
+                               "imagenet": is_imagenet_like(self.args), "state_dict": self.net.state_dict()})
 
 
 def schedule_line(schedule, k):
@@ -422,7 +435,7 @@ def schedule_line(schedule, k):
 
 
 def run_stage2(args, device):
-    a = stage_args(args, 2)
+    a = open_stage(args, 2)
     save = Path(a.save)
     set_seed(a.seed, a.deterministic)
     train_queue, classes = fair_loader(a, a.cutout), num_classes(a.dataset, a.data)
@@ -439,9 +452,10 @@ def run_stage2(args, device):
             die(f"--resume: stage 2 in {save} was started with the schedule {ckpt.get('schedule')}, not "
                 f"{dataclasses.asdict(schedule)}: resume with the same data, --fair_batch_size, --fair_epochs "
                 "and --whole_passes")
-        trainer.load_state_dict(ckpt["trainer"])
-        start, wall = ckpt["epoch"], ckpt["wall_time_s"]
-        set_rng_state(ckpt["rng"][rank()])
+        with checkpoint_fits(save / "checkpoint.pt"):
+            trainer.load_state_dict(ckpt["trainer"])
+            start, wall = ckpt["epoch"], ckpt["wall_time_s"]
+            set_rng_state(ckpt["rng"][rank()])
     metrics, progress = MetricsLog(save / "metrics.jsonl", start), Progress(schedule.epochs, start)
     t0 = time.time() - wall
     for epoch in range(start, schedule.epochs):
@@ -467,27 +481,34 @@ def fitness_loader(args):
     search split (what stage 1 trained alpha on; S' weights never saw it), or the test set. Its
     workers persist: stage 3 reads it once per path."""
     if args.fitness_data == "test":
-        ds = get_dataset(args, False, transforms(args.dataset, False, 0, args.image_size))
+        ds = get_dataset(args, False, transforms(args, False))
     else:
-        ds = limit(get_dataset(args, True, transforms(args.dataset, False, 0, args.image_size)), args.subset)
+        ds = limit(get_dataset(args, True, transforms(args, False)), args.subset)
         ds = Subset(ds, search_split(ds, args)[1])
     sampler = DistributedSampler(ds, num_replicas=world_size(), rank=rank(), shuffle=False)
-    return DataLoader(ds, batch_size=max(1, args.fair_batch_size // world_size()), sampler=sampler,
-                      num_workers=args.workers, persistent_workers=args.workers > 0,
-                      pin_memory=torch.cuda.is_available())
+    return Loader(ds, batch_size=max(1, args.fair_batch_size // world_size()), sampler=sampler,
+                  num_workers=args.workers, persistent_workers=args.workers > 0,
+                  pin_memory=torch.cuda.is_available())
+
+
+def supernet_file(run):
+    """RUN/stage2/supernet.pt, the trained S', or one clear line."""
+    path = Path(run or ".") / "stage2" / "supernet.pt"
+    if not path.is_file():
+        die(f"no trained S' at {path}: run stage 2 first (--stage 2 --save {run})")
+    return path
 
 
 def load_supernet(args, num_classes, device):
     """S' with the weights stage 2 trained, from RUN/stage2/supernet.pt."""
-    path = Path(args.run or ".") / "stage2" / "supernet.pt"
-    if not path.is_file():
-        die(f"no trained S' at {path}: run stage 2 first (--stage 2 --save {args.run})")
+    path = supernet_file(args.run)
     d = load_checkpoint(path, device)
-    if d["num_classes"] != num_classes:
-        die(f"{path} was trained for {d['num_classes']} classes, --dataset {args.dataset} has {num_classes}")
-    net = PrunedNetwork(genotypes.from_dict(d["pruned"]), d["init_channels"], num_classes, d["layers"],
-                        d["dataset"] == "imagenet", frozen=False).to(device)
-    net.load_state_dict(d["state_dict"])  # the architecture weights stage 2 trained with are in it
+    with checkpoint_fits(path):
+        if d["num_classes"] != num_classes:
+            die(f"{path} was trained for {d['num_classes']} classes, --dataset {args.dataset} has {num_classes}")
+        net = PrunedNetwork(genotypes.from_dict(d["pruned"]), d["init_channels"], num_classes, d["layers"],
+                            d.get("imagenet", d["dataset"] == "imagenet"), frozen=False).to(device)
+        net.load_state_dict(d["state_dict"])  # the architecture weights stage 2 trained with are in it
     return net
 
 @torch.no_grad()
@@ -535,8 +556,8 @@ class PathSearch:
         train_queue.sampler.set_epoch(0)
         torch.manual_seed(args.seed)  # the same BN batches whenever the search is built
         self.bn_batches = [x for x, _ in itertools.islice(train_queue, args.bn_batches)]
-        size = args.image_size or (224 if is_imagenet_like(args.dataset) else 32)
-        self.cost = PathCost(self.pruned, args.dataset, args.eval_init_channels, args.eval_layers, num_classes, size)
+        self.cost = PathCost(self.pruned, pipeline(args), args.eval_init_channels, args.eval_layers, num_classes,
+                             image_size(args))
         k = len(pruned_edges(self.pruned)[0][2])
         self.evolution = Evolution(self.net.num_edges, k, self.cost, args.bucket_width, args.population, args.parents,
                                    args.mutations, args.crossovers, args.mutation_prob, args.seed)
@@ -596,7 +617,7 @@ def write_stage3(search, a):
 
 
 def run_stage3(args, device):
-    a = stage_args(args, 3)
+    a = open_stage(args, 3)
     save = Path(a.save)
     set_seed(a.seed, a.deterministic)
     search = PathSearch(a, num_classes(a.dataset, a.data), device)
@@ -606,7 +627,8 @@ def run_stage3(args, device):
              a.fitness_data)
     ckpt = resume_state(a, device)
     if ckpt:
-        search.load_state_dict(ckpt["search"])
+        with checkpoint_fits(save / "checkpoint.pt"):
+            search.load_state_dict(ckpt["search"])
     start, t0 = evo.generation, time.time() - (ckpt["wall_time_s"] if ckpt else 0.0)
     metrics, progress = MetricsLog(save / "metrics.jsonl", start), Progress(a.generations, start)
     for gen in range(start, a.generations):
@@ -655,14 +677,35 @@ def write_search_summary(run):
 
 
 def main(argv=None):
+    """Run the stages asked for. RUN holds one run folder per stage; RUN/summary.json, written after
+    stage 3, marks the whole run finished. --resume continues the started stage and skips finished
+    ones; every input is checked before RUN is touched."""
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
-    setup_run(args, "search-darts_pd")
+    check_run(args, "search-darts_pd", nested=True)
+    run = Path(args.save)
     stages = [1, 2, 3] if args.stage == "all" else [int(args.stage)]
-    out = {s: STAGE_RUNNERS[s](args, device) for s in stages}
-    if args.stage == "all" and is_main():
-        write_search_summary(args.save)
+    skip = [s for s in stages if args.stage == "all" and args.resume and run_state(run / f"stage{s}") == "finished"]
+    todo = [s for s in stages if s not in skip]
+    for s in todo:
+        a = stage_args(args, s)
+        agree(folder_problem(a.save, a) if is_main() else None)
+    if todo:  # the inputs of the first stage to run
+        search_loaders(stage_args(args, todo[0]))
+        if todo[0] == 2:
+            load_pruned(stage_args(args, 2))
+        if todo[0] == 3:
+            supernet_file(args.save)
+    setup_run(args, "search-darts_pd", nested=True)
+    if args.overwrite and is_main():  # the stages run now and all that came from them go
+        clear_folder(run, keep=(*KEEP, "args.json", "log.txt", *(f"stage{s}" for s in range(1, todo[0]))))
+    for s in skip:
+        log.info("stage %d in %s is finished: skipped", s, run / f"stage{s}")
+    out = {s: STAGE_RUNNERS[s](args, device) for s in todo}
+    if is_main() and 3 in stages and run_state(run / "stage3") == "finished" and not (run / DONE).is_file():
+        write_search_summary(run)
+    barrier()
     return out
 
 

@@ -21,16 +21,20 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
 from common.search import frozen_bn_stats, search_cost, search_epoch, write_summary
-from common.utils import (MetricsLog, add_run_args, amp_autocast, die, gather_rng_states, get_device,
-                          init_distributed, load_checkpoint, log, rank, resume_state, save_checkpoint, set_rng_state,
-                          set_seed, setup_run)
+from common.utils import (DONE, MetricsLog, add_run_args, amp_autocast, check_run, checkpoint_fits, die,
+                          gather_rng_states, get_device, init_distributed, load_checkpoint, log, made_by_another_script,
+                          rank, read_args, resume_state, save_checkpoint, set_rng_state, set_seed, setup_run)
 from darts_pt.train_search import Searcher
+from darts_pt.train_search import get_parser as search_parser
 
 NB201_FILE = "NAS-Bench-201-v1_0-e61699.pth"
 
@@ -61,17 +65,29 @@ def parse_args(argv=None):
     parser = get_parser()
     search = {}
     if search_dir:
-        path = Path(search_dir) / "args.json"
-        if not path.is_file():
-            die(f"{path} not found: --search_dir must be a run folder of darts_pt/train_search.py")
-        search = json.loads(path.read_text())
+        search = finished_search(Path(search_dir))
         ours = vars(parser.parse_args(["--search_dir", search_dir]))
-        parser.set_defaults(**{k: v for k, v in search.items() if k in ours and k not in ("save", "resume")})
+        parser.set_defaults(**{k: v for k, v in search.items() if k in ours and k not in ("save", "resume", "overwrite")})
     args = argparse.Namespace(**{**search, **vars(parser.parse_args(argv))})
     args.save = args.save or str(Path(args.search_dir) / f"projection_{args.selection}")
     if args.selection == "mag" and args.method == "blank":
         die("--selection mag chooses by alpha, but the blank super-net keeps alpha at 0")
     return args
+
+
+def finished_search(folder):
+    """The flags of the finished darts_pt/train_search.py run in `folder`, or one clear line."""
+    stored = read_args(folder)
+    if stored is None:
+        die(f"{folder / 'args.json'} not found: --search_dir must be a run folder of darts_pt/train_search.py")
+    problem = made_by_another_script(folder, stored, vars(search_parser().parse_args([])),
+                                     "--search_dir needs a run of darts_pt/train_search.py")
+    if problem:
+        die(problem)
+    if not (folder / DONE).is_file():
+        die(f"the search in {folder} is not finished (no {DONE}): finish it with darts_pt/train_search.py --resume "
+            f"--save {folder} first")
+    return stored
 
 
 # ---------------------------------------------------------------- measurements (Sec. 4.1)
@@ -241,27 +257,27 @@ def main(argv=None):
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
+    check_run(args, "projection")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)
-    save = setup_run(args, "projection")
     search_ckpt = Path(args.search_dir) / "checkpoint.pt"
     if not search_ckpt.is_file():
         die(f"{search_ckpt} not found: run darts_pt/train_search.py --save {args.search_dir} first")
     search_state = load_checkpoint(search_ckpt, device)
-    if search_state["epoch"] < args.epochs:
-        die(f"the search in {args.search_dir} stopped at epoch {search_state['epoch']} of {args.epochs}; "
-            "finish it with train_search.py --resume first")
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
-    searcher.load_state_dict(search_state["searcher"])
+    with checkpoint_fits(search_ckpt):
+        searcher.load_state_dict(search_state["searcher"])
+    save = setup_run(args, "projection")
     searcher.start_tuning(args.proj_lr)
     model = searcher.model
 
     events, done, rounds, wall = plan(model, args.proj_intv, args.seed), 0, [], 0.0
     ckpt = resume_state(args, device)
     if ckpt:
-        searcher.load_state_dict(ckpt["searcher"])
-        events, done, rounds, wall = ckpt["events"], ckpt["done"], ckpt["rounds"], ckpt["wall_time_s"]
-        set_rng_state(ckpt["rng"][rank()])
+        with checkpoint_fits(save / "checkpoint.pt"):
+            searcher.load_state_dict(ckpt["searcher"])
+            events, done, rounds, wall = ckpt["events"], ckpt["done"], ckpt["rounds"], ckpt["wall_time_s"]
+            set_rng_state(ckpt["rng"][rank()])
     tuned = sum(ev["kind"] == "tune" for ev in events[:done])
     metrics = MetricsLog(save / "metrics.jsonl", tuned)
     n_rounds = sum(ev["kind"] != "tune" for ev in events)

@@ -9,6 +9,10 @@ Usage: python darts_pt/train_search.py [--method darts|sdarts-rs|sdarts-adv|blan
 """
 import argparse
 import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn as nn
@@ -19,8 +23,8 @@ from common.data import add_data_args, search_loaders
 from common.operations import get_space
 from common.search import Checkpointed, search_loop
 from common.train_eval import evaluate
-from common.utils import (accuracy, add_run_args, amp_autocast, average_gradients, broadcast_params, count_params,
-                          die, get_device, init_distributed, log, set_seed, setup_run)
+from common.utils import (accuracy, add_run_args, amp_autocast, average_gradients, broadcast_params, check_run,
+                          count_params, die, get_device, init_distributed, log, set_seed, setup_run)
 from darts_pt.model_search import DartsSuperNet, NB201SuperNet
 
 METHODS = ("darts", "sdarts-rs", "sdarts-adv", "blank")
@@ -251,10 +255,11 @@ def main(argv=None):
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
+    check_run(args, "search")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)
-    save = setup_run(args, "search")
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
+    save = setup_run(args, "search")
     log.info("super-net: %s space, %.3fM weights", args.search_space, count_params(searcher.model))
     return search_loop(args, searcher, train_queue, valid_queue, save, device, method=f"darts_pt/{args.method}",
                        search_space=args.search_space, unrolled=args.unrolled)

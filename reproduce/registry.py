@@ -23,7 +23,7 @@ Folders under OUT:
     PAPER/published/ARCH-TRAIN-eSEED/          a training of a published genotype
     PAPER/measure/NAME/                        a measurement (consistency, efficiency, ...)
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -323,9 +323,9 @@ def test_defaults_and_bad_flags():
     e = train.train_eval.parse_args(["--arch", "x"], cifar=train.CIFAR, imagenet=train.IMAGENET)
     assert (e.epochs, e.batch_size, e.learning_rate, e.layers, e.drop_path_prob, e.auxiliary, e.cutout) == \
         (600, 96, 0.025, 8, 0.2, True, True)
-    for bad in (["--layers", "2"], ["--threshold", "1.5"]):
+    for bad in (["--layers", "2"], ["--threshold", "1.5"]):  # --layers: common.utils.check_flags, in main
         with pytest.raises(SystemExit):
-            parse_args(bad)
+            train_search.main(bad)
 
 
 SEARCH = [*SMALL, "--image_size", "8", "--subset", "16", "--batch_size", "8", "--init_channels", "4"]

@@ -406,6 +406,9 @@ def test_three_stages_write_their_outputs(reference):
     top = max(e["valid_top1"] for e in entries)
     assert best["valid_top1"] == top and index["best"] == best["bucket"]
     assert best["text"] == next(e["text"] for e in entries if e["name"] == best["bucket"])
+    # every stage folder is a run folder; RUN/summary.json, the run's done-marker, names the best genotype
+    assert all((save / f"stage{s}" / "args.json").is_file() for s in (1, 2, 3))
+    assert json.loads((save / "summary.json").read_text())["genotype"] == best["text"]
 
 
 def test_train_py_trains_a_bucket_entry_by_its_file(reference, tmp_path):

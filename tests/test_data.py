@@ -94,11 +94,12 @@ def test_cutout_and_transforms():
     torch.manual_seed(0)
     out = data.Cutout(16)(img)
     assert 0 < (out == 0).sum() <= 3 * 16 * 16 and img.min() == 1
-    tf = data.transforms("cifar10", train=True, cutout_length=16)
+    cifar, imagenet = argparse.Namespace(dataset="cifar10"), argparse.Namespace(dataset="imagenet")
+    tf = data.transforms(cifar, train=True, cutout_length=16)
     assert tf(torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)).shape == (3, 32, 32)
-    names = [type(t).__name__ for t in data.transforms("imagenet", train=True).transforms]
+    names = [type(t).__name__ for t in data.transforms(imagenet, train=True).transforms]
     assert names[:4] == ["ToImage", "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter"]
-    names = [type(t).__name__ for t in data.transforms("imagenet", train=False).transforms]
+    names = [type(t).__name__ for t in data.transforms(imagenet, train=False).transforms]
     assert names[1:3] == ["Resize", "CenterCrop"]
 
 
