@@ -402,7 +402,7 @@ def search_split(ds, args):
     """(weights indices, architecture indices) of the DARTS search split of `ds` (the training set,
     after `--subset`): the first `train_portion` and the rest; ImageNet-like data: the PC-DARTS
     per-class subsets. It depends only on the labels, so any transform of the same set splits alike."""
-    if is_imagenet_like(args.dataset):
+    if is_imagenet_like(args):
         targets = ds.targets if not isinstance(ds, Subset) else [ds.dataset.targets[i] for i in ds.indices]
         return class_fraction_split(targets, args.imagenet_fractions, args.seed)
     split = int(math.floor(args.train_portion * len(ds)))

@@ -42,11 +42,10 @@ from common.data import (MEAN_STD, SEG_IGNORE, SYNTHETIC_SEG_CLASSES, VOC_CLASSE
                          SegmentationTransforms, SyntheticSegmentation, collate_padded, voc_segmentation)
 from common.network import build_network  # noqa: E402
 from common.operations import FactorizedReduce, Noise, Zero  # noqa: E402
-from common.utils import (AverageMeter, MetricsLog, Progress, add_run_args, amp_autocast, count_params,  # noqa: E402
+from common.utils import (AverageMeter, MetricsLog, Progress, add_run_args, amp_autocast, check_run, count_params,  # noqa: E402
                           die, gather_rng_states, get_device, load_checkpoint, log, resume_state,
                           save_checkpoint, set_rng_state, set_seed, setup_run)
 
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "summary.json", "log.txt", "args.json")
 
 
 def get_parser():
@@ -84,8 +83,7 @@ def get_parser():
     g.add_argument("--subset", type=int, help="use only the first N training images")
     g.add_argument("--image_size", type=int, default=64, help="size of the synthetic_seg images")
     g.add_argument("--workers", type=int, default=4, help="data loading processes")
-    g = add_run_args(p)
-    g.add_argument("--overwrite", action="store_true", help="replace the run in --save, finished or not")
+    add_run_args(p)
     return p
 
 
@@ -95,8 +93,6 @@ def parse_args(argv=None):
         die("--arch is needed: the genotype of the backbone (a published name, genotype.json or DARTS text)")
     if args.backbone_model == "resnet50" and args.arch:
         die("--arch describes a genotype backbone; --backbone_model resnet50 takes none")
-    if args.resume and args.overwrite:
-        die("--resume continues the run in --save and --overwrite replaces it: pass one of them")
     if args.iterations < 1:
         die(f"--iterations must be at least 1, not {args.iterations}")
     if args.batch_size < 2:  # BatchNorm of ASPP's image pooling sees one value per channel and image
@@ -362,40 +358,17 @@ def datasets(args):
     return (Subset(train, range(min(args.subset, len(train)))) if args.subset else train), val, VOC_CLASSES
 
 
-def check_run_folder(args):
-    """Before anything is written: a finished run is replaced only with --overwrite (--resume on it
-    has nothing to do), an unfinished one is continued with --resume or replaced with --overwrite.
-    Returns the finished run's summary when there is nothing to do."""
-    save = Path(args.save) if args.save else None
-    if save is None or not save.exists():
-        return None
-    summary = save / "summary.json"
-    if summary.exists() and not args.overwrite:
-        if args.resume:
-            return json.loads(summary.read_text())
-        die(f"{save} holds a finished run (summary.json): pass --overwrite to replace it, or another --save")
-    if (save / "checkpoint.pt").exists() and not (args.resume or args.overwrite):
-        die(f"{save} holds an unfinished run: --resume continues it, --overwrite starts it again")
-    return None
-
-
 def main(argv=None):
     args = parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         die("segmentation.py runs in one process (DeepLabV3's batch of 16 fits one GPU): start it without torchrun")
-    done = check_run_folder(args)
-    if done is not None:
-        print(f"{args.save} is finished already (mIoU {done['miou']:.2f}); nothing to do")
-        return done
+    check_run(args, "seg")  # every input is checked before the run folder is touched
     device = get_device(args.device)
     set_seed(args.seed, args.deterministic)
     train_set, val_set, num_classes = datasets(args)
     if len(train_set) < args.batch_size:
         die(f"the training set has {len(train_set)} images, fewer than one batch of {args.batch_size}")
     model = build_model(args, num_classes).to(device)
-    if args.overwrite:  # every check has passed: only now is the old run removed
-        for name in RUN_FILES:
-            (Path(args.save) / name).unlink(missing_ok=True)
     save = setup_run(args, "seg")
     params, backbone_params = count_params(model), count_params(model.backbone)
     log.info("params %.3fM (backbone %.3fM), train %d images, val %d", params, backbone_params, len(train_set),

@@ -114,7 +114,7 @@ def unaugmented(loader, args):
         chain.append(ds.indices)
         ds = ds.dataset
     ds = copy.copy(ds)  # the same images; the search loaders keep their augmentation
-    ds.transform = transforms(args.dataset, False, 0, args.image_size)
+    ds.transform = transforms(args, False)
     for indices in reversed(chain):
         ds = Subset(ds, indices)
     return make_loader(ds, args.batch_size, False, args.workers)

@@ -207,7 +207,7 @@ TABLE = [
     *[(f"DARTS text: normal_concat={concat}", lambda w, t, new, concat=concat:
        [*EVAL, "--arch", DARTS_TEXT.format(concat), "--save", new], message)
       for concat, message in (("['x']", "a concat index must be a whole number"),
-                              ("range('a')", "a range bound must be a whole number"),
+                              ("range('a')", "range bound must be a whole number"),
                               ("range(2, 20000000)", "concat range(2, 20000000) must lie within"))],
     # Checkpoints
     ("a checkpoint of another method (--resume)",
@@ -305,12 +305,12 @@ def test_every_stage_writes_its_done_marker_last(cli, tmp_path):
     save = tmp_path / "darts_pd"
     writes = cli.ok([SCRIPTS["darts_pd"], *TINY, "--population", "2", "--parents", "1", "--mutations", "1",
                      "--crossovers", "1", "--bn_batches", "1", "--eval_layers", "3", "--eval_init_channels", "4",
-                     "--buckets", "0", "inf", "--save", save])
+                     "--fair_epochs", "1", "--no-whole_passes", "--generations", "1", "--save", save])
     assert [_last_output(writes, f) for f in (save / "stage1", save / "stage2", save / "stage3", save)] == \
         ["summary.json"] * 4
     order = [Path(p) for p in writes]  # stage 3's results sit in RUN, and come before its done-marker
     assert order.index(save / "stage3" / "summary.json") > max(order.index(save / f) for f in ("genotype.json",
-                                                                                             "genotypes.json"))
+                                                                                             "buckets.json"))
     assert (save / "stage1" / "pruned.json").exists() and (save / "genotype.json").exists()
 
 

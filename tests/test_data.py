@@ -106,7 +106,7 @@ def test_cutout_and_transforms():
 def test_cutout_zeroes_the_normalised_image():
     """DARTS cuts out after normalising: the square is exactly 0, not the normalised value of black."""
     torch.manual_seed(0)
-    tf = data.transforms("cifar10", train=True, cutout_length=16)
+    tf = data.transforms(argparse.Namespace(dataset="cifar10"), train=True, cutout_length=16)
     out = tf(torch.full((3, 32, 32), 128, dtype=torch.uint8))
     zero = (out == 0).all(0)
     assert zero.sum() >= 8 * 8  # at least the quarter of the square that stays inside the image
@@ -127,8 +127,10 @@ def test_imagenet_search_has_no_colour_jitter(tmp_path):
     for split in ("train", "val"):
         for c in ("a", "b"):
             (tmp_path / split / c).mkdir(parents=True)
-            Image.new("RGB", (20, 20)).save(tmp_path / split / c / "0.png")
-    a = _args(dataset="imagefolder", data=str(tmp_path), imagenet_fractions=(0.5, 0.5))
+            for i in range(2):
+                Image.new("RGB", (20, 20)).save(tmp_path / split / c / f"{i}.png")
+    a = _args(dataset="imagefolder", data=str(tmp_path), imagenet_fractions=(0.5, 0.5), pipeline="imagenet",
+              image_size=32)
     weights, arch, _ = data.search_loaders(a)
     assert _transform(weights) == _transform(arch) == \
         ["ToImage", "RandomResizedCrop", "RandomHorizontalFlip", "ToDtype", "Normalize"]

@@ -218,7 +218,7 @@ def test_end_to_end_resume_is_exact_and_finished_runs_are_kept(tmp_path, monkeyp
     assert len(MetricsLog.read(killed / "metrics.jsonl")) == 3 and not (killed / "summary.json").exists()
     with pytest.raises(SystemExit):  # an unfinished run is continued with --resume, not started again
         seg.main(TINY + ["--save", str(killed)])
-    assert "--resume continues it" in capsys.readouterr().err
+    assert "add --resume to continue it" in capsys.readouterr().err
     resumed = seg.main(TINY + ["--save", str(killed), "--resume"])
     assert {**resumed, "wall_time_s": 0} == {**summary, "wall_time_s": 0}
     a, b = (torch.load(p / "checkpoint.pt", weights_only=True)["model"] for p in (full, killed))
@@ -229,5 +229,7 @@ def test_end_to_end_resume_is_exact_and_finished_runs_are_kept(tmp_path, monkeyp
     with pytest.raises(SystemExit):  # a finished run is not replaced without --overwrite
         seg.main(TINY + ["--save", str(full)])
     assert "finished run" in capsys.readouterr().err
-    assert seg.main(TINY + ["--save", str(full), "--resume"]) == summary  # nothing left to do
+    with pytest.raises(SystemExit):  # nor resumed: there is nothing left to do
+        seg.main(TINY + ["--save", str(full), "--resume"])
+    assert "nothing to resume" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in full.iterdir()} == before
