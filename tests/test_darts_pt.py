@@ -223,89 +223,6 @@ def test_sdarts_adversarial_weights_raise_the_loss_within_the_ball():
     assert (adv["cell"] - w["cell"]).abs().max() < 0.3 * 2  # clipped to the ball, then to the simplex
 
 
-# ---------------------------------------------------------------- selection (Sec. 4)
-
-class Planted(SuperNet):
-    """One edge, two ops. `none` outputs zeros and gets the large alpha; `skip_connect` carries the
-    class evidence (the input is a one-hot of the label) and gets the small alpha."""
-
-    def __init__(self):
-        super().__init__()
-        space = SearchSpace("planted", (("none", "skip_connect"),), (("none", "skip_connect"),), nb201=True)
-        self.edge = MixedOp(space, space.ops(False, 0), 10, 1)
-        self._init_arch(space, ("cell",), num_inputs=1, steps=1)
-        self.alphas["cell"].data = torch.tensor([[3.0, 0.0]])
-
-    def forward(self, x, weights=None, active=None):
-        weights = self.arch_weights() if weights is None else weights
-        active = self.active if active is None else active
-        return self.edge(x, weights["cell"][0], active["cell"][0]).flatten(1)
-
-
-def _planted_loader():
-    y = torch.arange(100) % 10
-    return _loader(F.one_hot(y, 10).float().view(100, 10, 1, 1), y, batch_size=32)
-
-
-@pytest.mark.parametrize("crit", ["acc", "loss"])
-def test_planted_supernet_perturbation_picks_the_indispensable_op_magnitude_does_not(crit):
-    loader = _planted_loader()
-    net = Planted()
-    scores = selection.op_strength(net, "cell", 0, loader, crit)
-    if crit == "acc":
-        assert scores == pytest.approx([100.0, 10.0])  # masking `none` costs nothing, masking skip everything
-    pt = selection.decide_op(net, "cell", 0, loader, "pt", crit)
-    mag = selection.decide_op(Planted(), "cell", 0, loader, "mag", crit)
-    assert pt["chosen"] == "skip_connect" and mag["chosen"] == "none"
-    assert net.arch_weights()["cell"].tolist() == [[0.0, 1.0]]  # the decided edge is one-hot
-
-
-def test_masking_changes_only_the_masked_weight_and_leaves_the_supernet_untouched():
-    s = _searcher("--search_space", "s2")
-    net = s.model
-    net.project_op("normal", 0, 1)
-    x, y = _batch(4)
-    loader = _loader(x, y)
-    state = {k: v.clone() for k, v in net.state_dict().items() if torch.is_tensor(v)}
-    seen = []
-    forward = net.forward
-    net.forward = lambda x, weights=None, active=None: seen.append((weights, active)) or forward(x, weights, active)
-    scores = selection.op_strength(net, "reduce", 5, loader)
-    del net.forward
-    with torch.no_grad():
-        base = net.arch_weights()
-    assert len(scores) == len(seen) == 2
-    for o, (w, active) in enumerate(seen):
-        expected = base["reduce"].clone()
-        expected[5, o] = 0
-        assert torch.equal(w["reduce"], expected) and torch.equal(w["normal"], base["normal"])
-        assert active["reduce"][5] == [1 - o] and active["normal"] == net.active["normal"]
-    after = net.state_dict()
-    assert all(torch.equal(v, after[k]) for k, v in state.items())  # BN statistics untouched too
-    assert scores == selection.op_strength(net, "reduce", 5, loader)  # same batches every call
-
-
-def test_masked_evaluations_use_batch_statistics():
-    """Sec. 4.1 as the authors measure it: BN in training mode, normalising with the batch's statistics,
-    whatever mode the super-net is in and whatever its running statistics say (and they stay)."""
-    net = _searcher("--search_space", "s2").model
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.fill_(3.0)
-            m.running_var.fill_(0.01)
-    x, y = _batch(8)
-    net.eval()
-    _, loss = selection.evaluate_supernet(net, _loader(x, y))
-    assert not net.training and all(m.running_mean.eq(3.0).all() for m in net.modules()
-                                    if isinstance(m, nn.BatchNorm2d))
-    with torch.no_grad():
-        running = F.cross_entropy(net(x), y).item()
-        net.train()
-        with frozen_bn_stats(net):
-            batch = F.cross_entropy(net(x), y).item()
-    assert loss == pytest.approx(batch, rel=1e-5) and abs(loss - running) > 0.1
-
-
 @pytest.mark.parametrize("order", ["first", "second"])
 def test_decided_edges_stay_one_hot_and_their_alpha_frozen_while_alpha_trains(order):
     """A decided edge runs its op alone: the others get no gradient, which the second-order step must
@@ -360,64 +277,6 @@ def test_fig3_skip_minus_conv_gap():
     gap = skip_minus_conv(net)
     assert gap["normal"] == pytest.approx(0.5 / 14) and gap["reduce"] == pytest.approx(-0.6)
     assert skip_minus_conv(build_supernet(parse_args(["--layers", "1", "--init_channels", "4"]), 10)) is None
-
-
-# ---------------------------------------------------------------- SGAS (App. A.1.3, Table 2)
-
-def test_sgas_criterion_1_by_hand():
-    """Score = minmax(importance) * minmax(1 - entropy / log K) over the edges: importance = the softmax
-    weight of the ops other than `none`, entropy that of their renormalised weights (K of them)."""
-    ops = ("none", "a", "b", "c")
-    alpha = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0], [-1.0, 0.5, 0.5, 2.0]])
-    importance, certainty = [], []
-    for row in alpha.tolist():
-        e = [math.exp(v) for v in row]
-        importance.append(sum(e[1:]) / sum(e))
-        p = [v / sum(e[1:]) for v in e[1:]]
-        certainty.append(1 + sum(q * math.log(q) for q in p) / math.log(3))
-
-    def minmax(v):
-        return [(x - min(v)) / (max(v) - min(v)) for x in v]
-    expected = [i * c for i, c in zip(minmax(importance), minmax(certainty))]
-    assert sgas_scores(alpha, ops).tolist() == pytest.approx(expected, abs=1e-6)
-    assert sgas_scores(torch.zeros(3, 4), ops).tolist() == [0.0, 0.0, 0.0]  # all alike: no edge stands out
-
-
-def _sgas(*flags, batch_size=8):
-    torch.manual_seed(0)
-    args = parse_args(["--method", "sgas", "--layers", "3", "--init_channels", "4", "--device", "cpu",
-                       "--batch_size", str(batch_size), *flags])
-    x, y = _batch(16)
-    queues = (_loader(x[:8], y[:8], batch_size), _loader(x[8:], y[8:], batch_size))
-    return SgasSearcher(args, 10, CPU, queues), queues
-
-
-def test_sgas_decisions_follow_its_criterion_schedule_and_pruning():
-    s, queues = _sgas("--warmup_dec_epoch", "1", "--decision_freq", "1", "--batch_increase", "4", "--selection", "mag")
-    net = s.model
-    assert net.edge_ops["normal"][0][0] == "none" and s.args.epochs == 1 + 7 * 1 + 6  # SGAS' epochs
-    with torch.no_grad():  # normal: edges 2 and 3 (node 3, inputs 0 and 1) stand out, edge 2 most
-        net.alphas["normal"].zero_()
-        net.alphas["normal"][2, :3] = torch.tensor([-4.0, 0.0, 3.0])
-        net.alphas["normal"][3, :3] = torch.tensor([-4.0, 2.0, 0.0])
-    made, x, y = [], *_batch()
-    for epoch in range(3):
-        s.start_epoch(epoch)
-        assert all(q.batch_sampler.batch_size == 8 + 4 * len(made) for q in queues)  # SGAS grows the batch
-        s.step((x, y), (x, y))
-        made += [epoch] if "decisions" in s.end_epoch(epoch, queues[1]) else []
-        if made == [1] and epoch == 1:
-            decided_alpha = net.alphas["normal"][2].detach().clone()
-    assert made == [1, 2]  # the ends of epochs warmup_dec_epoch + k decision_freq
-    assert net.decided["normal"][2] == 2 and net.decided["normal"][3] == 1  # arg-max alpha but `none`
-    assert net.removed["normal"][4] and net.decided["normal"][4] is None  # node 3 has its two inputs
-    assert sum(o is not None for o in net.decided["reduce"]) == 2
-    assert torch.equal(net.alphas["normal"][2], decided_alpha)  # frozen since decided, while others train
-    assert not torch.equal(net.alphas["normal"][5], torch.zeros(8))
-    s.args.selection = "pt"  # SGAS+PT: the same edge order, the op whose removal hurts most but `none`
-    d = s.decide("normal", queues[1])
-    assert d["edge"] == max(s.candidates("normal") + [d["edge"]], key=lambda e: (d["edge_scores"][e], -e))
-    assert d["measure"] == "acc" and d["chosen"] == d["ops"][min(range(1, 8), key=lambda o: (d["scores"][o], o))]
 
 
 # ---------------------------------------------------------------- selection (Sec. 4)
@@ -501,116 +360,6 @@ def test_masked_evaluations_use_batch_statistics():
         with frozen_bn_stats(net):
             batch = F.cross_entropy(net(x), y).item()
     assert loss == pytest.approx(batch, rel=1e-5) and abs(loss - running) > 0.1
-
-
-@pytest.mark.parametrize("order", ["first", "second"])
-def test_decided_edges_stay_one_hot_and_their_alpha_frozen_while_alpha_trains(order):
-    """A decided edge runs its op alone: the others get no gradient, which the second-order step must
-    take (it raised "not used in the graph" in the first tuning epoch). Its alpha no longer moves,
-    not even by Adam's weight decay (SGAS freezes it; its edge scores are normalised over all edges)."""
-    s = _searcher("--search_space", "s2", *(["--unrolled"] if order == "second" else []))
-    s.model.project_op("normal", 3, 1)
-    s.model.remove_edge("reduce", 9)
-    a0 = {ct: a.detach().clone() for ct, a in s.model.alphas.items()}
-    x, y = _batch()
-    for _ in range(2):
-        s.step((x, y), (x, y))
-    w = s.model.arch_weights()
-    assert w["normal"][3].tolist() == [0.0, 1.0] and w["reduce"][9].tolist() == [0.0, 0.0]
-    assert s.model.active["normal"][3] == [1] and s.model.active["reduce"][9] == []
-    assert torch.equal(s.model.alphas["normal"][3], a0["normal"][3])
-    assert torch.equal(s.model.alphas["reduce"][9], a0["reduce"][9])
-    assert not torch.equal(s.model.alphas["normal"][4], a0["normal"][4])  # undecided edges keep training
-    # the selection state travels in the model's state_dict
-    t = _searcher("--search_space", "s2", seed=9)
-    t.model.load_state_dict(s.model.state_dict())
-    assert t.model.decided == s.model.decided and t.model.removed == s.model.removed
-    assert torch.equal(t.model.arch_weights()["normal"], w["normal"])
-
-
-def test_tuning_restarts_sgd_at_a_tenth_of_the_search_rate():
-    """Sec. 4.2, tuning between decisions (authors' code): a fresh SGD, no momentum carried over, at the
-    constant rate 0.0025 = 0.025 / 10, the search's momentum and weight decay; alpha keeps its Adam."""
-    assert projection.get_parser().parse_args(["--search_dir", "RUN"]).proj_lr == 0.0025
-    s = _searcher("--search_space", "s2")
-    x, y = _batch()
-    s.step((x, y), (x, y))  # the search's SGD has momentum buffers now
-    a_opt, search_opt = s.a_opt, s.w_opt
-    s.start_tuning(0.0025)
-    assert s.w_opt is not search_opt and not s.w_opt.state and s.a_opt is a_opt and s.scheduler is None
-    group = s.w_opt.param_groups[0]
-    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.0025, 0.9, 3e-4)
-    for epoch in (0, 1):  # constant: nothing steps a schedule between tuning epochs
-        s.start_epoch(epoch)
-        s.step((x, y), (x, y))
-        assert s.w_opt.param_groups[0]["lr"] == 0.0025
-
-
-def test_fig3_skip_minus_conv_gap():
-    """Fig. 3: mean over edges of softmax(alpha)_skip - softmax(alpha)_conv, on S2 (skip, sep_conv_3x3)."""
-    net = build_supernet(parse_args(["--search_space", "s2", "--layers", "1", "--init_channels", "4"]), 10)
-    with torch.no_grad():
-        net.alphas["normal"].zero_()
-        net.alphas["normal"][0] = torch.tensor([math.log(3.0), 0.0])  # skip 0.75, conv 0.25
-        net.alphas["reduce"].fill_(0.0)
-        net.alphas["reduce"][:, 1] = math.log(4.0)  # skip 0.2, conv 0.8 everywhere
-    gap = skip_minus_conv(net)
-    assert gap["normal"] == pytest.approx(0.5 / 14) and gap["reduce"] == pytest.approx(-0.6)
-    assert skip_minus_conv(build_supernet(parse_args(["--layers", "1", "--init_channels", "4"]), 10)) is None
-
-
-# ---------------------------------------------------------------- SGAS (App. A.1.3, Table 2)
-
-def test_sgas_criterion_1_by_hand():
-    """Score = minmax(importance) * minmax(1 - entropy / log K) over the edges: importance = the softmax
-    weight of the ops other than `none`, entropy that of their renormalised weights (K of them)."""
-    ops = ("none", "a", "b", "c")
-    alpha = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0], [-1.0, 0.5, 0.5, 2.0]])
-    importance, certainty = [], []
-    for row in alpha.tolist():
-        e = [math.exp(v) for v in row]
-        importance.append(sum(e[1:]) / sum(e))
-        p = [v / sum(e[1:]) for v in e[1:]]
-        certainty.append(1 + sum(q * math.log(q) for q in p) / math.log(3))
-
-    def minmax(v):
-        return [(x - min(v)) / (max(v) - min(v)) for x in v]
-    expected = [i * c for i, c in zip(minmax(importance), minmax(certainty))]
-    assert sgas_scores(alpha, ops).tolist() == pytest.approx(expected, abs=1e-6)
-    assert sgas_scores(torch.zeros(3, 4), ops).tolist() == [0.0, 0.0, 0.0]  # all alike: no edge stands out
-
-
-def _sgas(*flags, batch_size=8):
-    torch.manual_seed(0)
-    args = parse_args(["--method", "sgas", "--layers", "3", "--init_channels", "4", "--device", "cpu",
-                       "--batch_size", str(batch_size), *flags])
-    x, y = _batch(16)
-    queues = (_loader(x[:8], y[:8], batch_size), _loader(x[8:], y[8:], batch_size))
-    return SgasSearcher(args, 10, CPU, queues), queues
-
-
-def test_sgas_decisions_follow_its_criterion_schedule_and_pruning():
-    s, queues = _sgas("--warmup_dec_epoch", "1", "--decision_freq", "2", "--batch_increase", "4", "--selection", "mag")
-    net = s.model
-    assert net.edge_ops["normal"][0][0] == "none" and s.args.epochs == 1 + 7 * 2 + 6
-    with torch.no_grad():  # normal: edges 2 and 3 (node 3, inputs 0 and 1) stand out, edge 2 most
-        net.alphas["normal"].zero_()
-        net.alphas["normal"][2, :3] = torch.tensor([-4.0, 0.0, 3.0])
-        net.alphas["normal"][3, :3] = torch.tensor([-4.0, 2.0, 0.0])
-    made, x, y = [], *_batch()
-    for epoch in range(5):
-        s.start_epoch(epoch)
-        assert all(q.batch_sampler.batch_size == 8 + 4 * len(made) for q in queues)  # SGAS grows the batch
-        s.step((x, y), (x, y))
-        made += [epoch] if "decisions" in s.end_epoch(epoch, queues[1]) else []
-        if made == [1] and epoch == 1:
-            decided_alpha = net.alphas["normal"][2].detach().clone()
-    assert made == [1, 3]  # the ends of epochs warmup_dec_epoch + k decision_freq
-    assert net.decided["normal"][2] == 2 and net.decided["normal"][3] == 1  # arg-max non-none alpha
-    assert net.removed["normal"][4] and net.decided["normal"][4] is None  # node 3 has its two inputs
-    assert sum(o is not None for o in net.decided["reduce"]) == 2
-    assert torch.equal(net.alphas["normal"][2], decided_alpha)  # frozen since decided, while others train
-    assert not torch.equal(net.alphas["normal"][5], torch.zeros(8))
 
 
 def test_topology_phase_keeps_exactly_two_inputs_per_node():
@@ -687,3 +436,61 @@ def test_plan_decisions_and_tuning_epochs_follow_proj_intv(intv):
     assert sorted(topo) == [3, 4, 5]
     assert projection.plan(darts, intv, seed=0) == projection.plan(darts, intv, seed=0) != \
         projection.plan(darts, intv, seed=1)
+
+
+# ---------------------------------------------------------------- SGAS (App. A.1.3, Table 2)
+
+def test_sgas_criterion_1_by_hand():
+    """Score = minmax(importance) * minmax(1 - entropy / log K) over the edges: importance = the softmax
+    weight of the ops other than `none`, entropy that of their renormalised weights (K of them)."""
+    ops = ("none", "a", "b", "c")
+    alpha = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0], [-1.0, 0.5, 0.5, 2.0]])
+    importance, certainty = [], []
+    for row in alpha.tolist():
+        e = [math.exp(v) for v in row]
+        importance.append(sum(e[1:]) / sum(e))
+        p = [v / sum(e[1:]) for v in e[1:]]
+        certainty.append(1 + sum(q * math.log(q) for q in p) / math.log(3))
+
+    def minmax(v):
+        return [(x - min(v)) / (max(v) - min(v)) for x in v]
+    expected = [i * c for i, c in zip(minmax(importance), minmax(certainty))]
+    assert sgas_scores(alpha, ops).tolist() == pytest.approx(expected, abs=1e-6)
+    assert sgas_scores(torch.zeros(3, 4), ops).tolist() == [0.0, 0.0, 0.0]  # all alike: no edge stands out
+
+
+def _sgas(*flags, batch_size=8):
+    torch.manual_seed(0)
+    args = parse_args(["--method", "sgas", "--layers", "3", "--init_channels", "4", "--device", "cpu",
+                       "--batch_size", str(batch_size), *flags])
+    x, y = _batch(16)
+    queues = (_loader(x[:8], y[:8], batch_size), _loader(x[8:], y[8:], batch_size))
+    return SgasSearcher(args, 10, CPU, queues), queues
+
+
+def test_sgas_decisions_follow_its_criterion_schedule_and_pruning():
+    s, queues = _sgas("--warmup_dec_epoch", "1", "--decision_freq", "1", "--batch_increase", "4", "--selection", "mag")
+    net = s.model
+    assert net.edge_ops["normal"][0][0] == "none" and s.args.epochs == 1 + 7 * 1 + 6  # SGAS' epochs
+    with torch.no_grad():  # normal: edges 2 and 3 (node 3, inputs 0 and 1) stand out, edge 2 most
+        net.alphas["normal"].zero_()
+        net.alphas["normal"][2, :3] = torch.tensor([-4.0, 0.0, 3.0])
+        net.alphas["normal"][3, :3] = torch.tensor([-4.0, 2.0, 0.0])
+    made, x, y = [], *_batch()
+    for epoch in range(3):
+        s.start_epoch(epoch)
+        assert all(q.batch_sampler.batch_size == 8 + 4 * len(made) for q in queues)  # SGAS grows the batch
+        s.step((x, y), (x, y))
+        made += [epoch] if "decisions" in s.end_epoch(epoch, queues[1]) else []
+        if made == [1] and epoch == 1:
+            decided_alpha = net.alphas["normal"][2].detach().clone()
+    assert made == [1, 2]  # the ends of epochs warmup_dec_epoch + k decision_freq
+    assert net.decided["normal"][2] == 2 and net.decided["normal"][3] == 1  # arg-max alpha but `none`
+    assert net.removed["normal"][4] and net.decided["normal"][4] is None  # node 3 has its two inputs
+    assert sum(o is not None for o in net.decided["reduce"]) == 2
+    assert torch.equal(net.alphas["normal"][2], decided_alpha)  # frozen since decided, while others train
+    assert not torch.equal(net.alphas["normal"][5], torch.zeros(8))
+    s.args.selection = "pt"  # SGAS+PT: the same edge order, the op whose removal hurts most but `none`
+    d = s.decide("normal", queues[1])
+    assert d["edge"] == max(s.candidates("normal") + [d["edge"]], key=lambda e: (d["edge_scores"][e], -e))
+    assert d["measure"] == "acc" and d["chosen"] == d["ops"][min(range(1, 8), key=lambda o: (d["scores"][o], o))]
