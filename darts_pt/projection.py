@@ -202,8 +202,10 @@ def main(argv=None):
     if rank() == 0:
         (save / "decisions.json").write_text(json.dumps(rounds, indent=1) + "\n")
         export(save, genotype, **meta)
+        # valid_top1: the selected super-net's accuracy on the search's validation half, which picks the
+        # best of several searches (Table 2's "best") without looking at the test set
         write_summary(save, search_cost(time.time() - t0, device), method=meta["method"], genotype=str(genotype),
-                      rounds=len(rounds))
+                      rounds=len(rounds), valid_top1=rounds[-1]["valid_top1_after_decision"])
     log.info("final genotype %s", genotype)
     return genotype
 

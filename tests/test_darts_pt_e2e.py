@@ -73,6 +73,8 @@ def test_selection_decides_every_edge_then_the_topology(darts_run):
     assert all(o is not None for ct in extra["decided"] for o in extra["decided"][ct])
     assert [sum(extra["removed"][ct]) for ct in ("normal", "reduce")] == [1 + 2 + 3] * 2
     assert load(str(out / "genotype.json")) == genotype
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["valid_top1"] == rounds[-1]["valid_top1_after_decision"] and summary["rounds"] == 17
 
 
 def test_train_the_selected_genotype(darts_run, tmp_path):
