@@ -70,13 +70,13 @@ def _projection_decision(opts, device):
     (here on one validation batch; a real decision repeats this over the validation split)."""
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from darts_pt import projection
+    from darts_pt import selection
     from darts_pt.train_search import Searcher, parse_args
     args = parse_args(_common(opts))
     model = Searcher(args, NUM_CLASSES, device).model
     ds = TensorDataset(*_batches(opts, device, 1)[0])
     loader = DataLoader(ds, batch_size=opts.batch_size, sampler=DistributedSampler(ds, 1, 0, shuffle=False))
-    return lambda: projection.op_strength(model, "normal", 0, loader, "acc", opts.amp)
+    return lambda: selection.op_strength(model, "normal", 0, loader, "acc", opts.amp)
 
 
 def _fair_step(opts, device):

@@ -54,6 +54,7 @@ def get_parser(description=None):
                         "0: straight down to 0)")
     p.add_argument("--warmup_epochs", type=int, default=0, help="linear warm-up epochs")
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False, help="Nesterov momentum")
     p.add_argument("--weight_decay", type=float)
     p.add_argument("--grad_clip", type=float, default=5.0)
     p.add_argument("--init_channels", type=int)
@@ -194,7 +195,7 @@ def main(args=None, build=None):
     log.info("params %.3fM  mult-adds %.1fM (thop's count: %.1fM)", params, madds, madds_thop)
 
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, args))
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
     start_epoch, best, best_valid, wall = 0, 0.0, 0.0, 0.0
