@@ -171,9 +171,10 @@ def markdown(tables, figures=(), drawn=()):
     lines = ["# Results beside the papers", "",
              "Each table is a table of a paper, in its order. **ours**: test error of the last epoch, mean ± sample "
              "std over the trainings that finished (how many in brackets; top-5 where the paper prints it), the "
-             "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost per searched architecture (GPU-hours on GPUs, else hours on "
-             "the device named) and peak GPU memory; the rule that chose the architecture. **paper**: as printed "
-             "(search cost in GPU-days, memory in GB). A row without ours is a baseline the paper cites.", ""]
+             "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost "
+             "per searched architecture (GPU-hours on GPUs, else hours on the device named) and peak GPU memory; "
+             "the rule that chose the architecture. **paper**: as printed (search cost in GPU-days, memory in GB). "
+             "A row without ours is a baseline the paper cites.", ""]
     for t in tables:
         lines += [f"## {t['paper']}: {t['table']}", "",
                   "| row | dataset | ours: error % | best | paper: error % | params M (ours / paper) | "
@@ -187,12 +188,13 @@ def markdown(tables, figures=(), drawn=()):
             sel = o.get("selected_by") or {}
             chosen = f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else "")
             measured = ", ".join(f"{k} {_f(v, 3)}" for k, v in (o.get("measures") or {}).items())
+            ours = _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) + _top5(o, top5) if o else ""
             lines.append(
-                f"| {r['row']}{' (baseline)' if r['baseline'] else ''} | {r['dataset']} | "
-                f"{_err(o.get('test_error'), o.get('test_error_std'), o.get('finished')) + _top5(o, top5) if o else ''} | "
+                f"| {r['row']}{' (baseline)' if r['baseline'] else ''} | {r['dataset']} | {ours} | "
                 f"{_f(o.get('test_error_best')) if o else ''} | "
                 f"{_err(p.get('test_error'), p.get('test_error_std')) + _top5(p, top5)} | "
-                f"{_err(o.get('params_M'), o.get('params_M_std'))} / {_err(p.get('params_M'), p.get('params_M_std'))} | "
+                f"{_err(o.get('params_M'), o.get('params_M_std'))} / "
+                f"{_err(p.get('params_M'), p.get('params_M_std'))} | "
                 f"{_err(o.get('mult_adds_M'), o.get('mult_adds_M_std'), digits=0)} / "
                 f"{_err(p.get('mult_adds_M'), p.get('mult_adds_M_std'), digits=0)} | "
                 f"{cost} / {_f(p.get('search_cost_gpu_days'))} | "

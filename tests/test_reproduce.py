@@ -138,7 +138,7 @@ def _argv(p, name):
 def test_darts_pd_rows_train_each_runs_best_and_choose_darts_pd_a_on_validation_among_ranked_entries():
     p = plan([r for r in ROWS if r.paper == "darts_pd"], FULL)
     runs = [f"darts_pd/cifar10/s{s}" for s in (0, 1, 2)]
-    dagger = p.rows[("darts_pd", "DARTS-PD†(ours)", "cifar10")][1]  # Table 1 †: 3 runs, each run's best trained once
+    dagger = p.rows[("darts_pd", "DARTS-PD†(ours)", "cifar10")][1]  # Table 1 †: each run's best trained once
     assert dagger["searches"] == runs and dagger["select"] is None
     assert dagger["trainings"] == [f"{r}-cifar10-e{s}" for s, r in enumerate(runs)]
     assert all(f"--arch {{out}}/{r}/genotype.json " in _argv(p, t) for r, t in zip(runs, dagger["trainings"]))
