@@ -122,6 +122,7 @@ EXPERIMENTS += [Row("entrannas", "Table 1", label, search=entrannas(**kw),
 
 # Table 2: Kendall tau between the super-net accuracies of six searches and their retrained accuracies.
 def kendall(name, *extra, search_file=()):
+    """consistency.py kendall over the row's searches (or a folder in each) and their retrainings, in seed order."""
     return Measure(f"kendall-{name}", "entrannas/consistency.py", ("kendall", *extra), keys=("kendall_tau",),
                    inputs=(("--search", "searches", *search_file), ("--retrained", "trainings")))
 
@@ -157,7 +158,7 @@ for label, name, config in (("DARTS (1st order)", "darts", "entrannas darts-like
 # Table 4 and Fig. 5: EnTranNAS-DST searched on ImageNet with lambda 0.2 / 0.1 / 0.05, each architecture
 # trained on ImageNet (Sec. 4.3); the edges of the normal and reduction cells as the search logged them.
 TABLE4 = tuple(Row("entrannas", "Table 4", f"EnTranNAS-DST (λ = {lam})", "imagenet", search=en_dst_imagenet(lam),
-                   train=IMAGENET, logged=("edges_normal", "edges_reduce"), x={"λ": lam}) for lam in (0.2, 0.1, 0.05))
+                   train=IMAGENET, logged=("edges_normal", "edges_reduce")) for lam in (0.2, 0.1, 0.05))
 EXPERIMENTS += [*TABLE4,
                 Figure("entrannas", "Fig. 5 (left)", "ImageNet top-1 error vs parameters",
                        "points", TABLE4, xkey="params_M"),
@@ -174,6 +175,7 @@ BACKBONE = ("--backbone", "trainings", "checkpoint.pt")
 
 
 def segmentation(name, *fl, inputs=(BACKBONE,), smoke_inputs=(), smoke=()):
+    """segmentation.py on VOC 2012 with the row's ImageNet checkpoint as the backbone (Table 5's protocol)."""
     return Measure(f"seg-{name}", "entrannas/segmentation.py", fl, inputs=inputs, keys=("miou",), dataset="voc",
                    gpu_hours=10, smoke=SEG_SMOKE + smoke, smoke_inputs=smoke_inputs)
 
