@@ -169,7 +169,7 @@ EXPERIMENTS += [*TABLE4,
 # Table 5: DeepLabV3 on Pascal VOC 2012 (entrannas/segmentation.py) on ImageNet-trained backbones: Table 4's
 # networks, DARTS' and NASNet-A's cells trained with the same ImageNet protocol, torchvision's ResNet-50.
 # Smoke: the backbone starts random (a smoke training's CIFAR-sized checkpoint cannot seed it).
-SEG_SMOKE = flags(image_size=32, subset=16, iterations=2, batch_size=4, bn_momentum=0.1, workers=0, layers=3,
+SEG_SMOKE = flags(image_size=16, subset=16, iterations=2, batch_size=4, bn_momentum=0.1, workers=0, layers=3,
                   init_channels=4)
 BACKBONE = ("--backbone", "trainings", "checkpoint.pt")
 
