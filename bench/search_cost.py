@@ -13,7 +13,12 @@ also a ratio to it.
 `--max_batch` adds the other two columns of EnTranNAS' Table 3: the largest batch that fits
 (doubling from `--batch_size`, then bisection; every try in a fresh process, stopped by CUDA running
 out of memory or by a peak over `--memory_limit_MB`) and the cost of a search at that batch,
-estimated as its median step time x `--search_epochs` x ceil(`--train_images` / batch).
+estimated as its median step time x `--search_epochs` x ceil(`--train_images` / batch). It measures
+only the configurations `--only` names (the reference serves the ratios of the step table).
+
+`--save DIR` makes it a stage of run_all.sh: the results go to DIR, then DIR/summary.json (written
+last) with the numbers of the one configuration measured at the top level, and for Table 3
+`memory_GB` (at `--batch_size`) and `batch_multiple` (the largest `--batch_size` x 2^m, as a multiple).
 
   python -m bench.search_cost                       # CPU or the GPU, full size; bench/results/<device>.md|.json
   python -m bench.search_cost --device cuda --amp   # float16 autocast where a method supports it
@@ -21,6 +26,7 @@ estimated as its median step time x `--search_epochs` x ceil(`--train_images` / 
   python -m bench.search_cost --only msg_das,darts_pd   # configurations whose name contains a string
   python -m bench.search_cost --resume              # go on after an interruption (results are written per configuration)
   python -m bench.search_cost --device cuda --only entrannas --max_batch --memory_limit_MB 11264   # Table 3, a 1080 Ti
+  python -m bench.search_cost --device cuda --only "entrannas +bottleneck" --max_batch --memory_limit_MB 11264 --save S
 """
 import argparse
 import json
@@ -244,6 +250,8 @@ def parse_args(argv=None):
                    help="tiny: 5 cells, 4 channels, 16x16, batch 8, one warm-up and one timed step; "
                         "results not written unless --out")
     p.add_argument("--out", help="folder of the results (default bench/results, not written in --quick mode)")
+    p.add_argument("--save", help="a stage folder: the results there, then summary.json (see above); with --out "
+                                  "left out")
     p.add_argument("--resume", action="store_true",
                    help="keep the configurations already measured in the results file of this device")
     p.add_argument("--max_batch", action="store_true",
@@ -257,6 +265,8 @@ def parse_args(argv=None):
     opts = p.parse_args(argv)
     if opts.device == "auto":
         opts.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if opts.save and opts.out:
+        die("--save is the folder of a stage's results: leave out --out")
     if opts.max_batch and opts.device == "cpu" and not opts.memory_limit_MB:
         die("--max_batch on a CPU needs --memory_limit_MB: there is no out-of-memory error to stop at")
     if opts.quick:
@@ -265,15 +275,26 @@ def parse_args(argv=None):
     return opts
 
 
+def configurations(opts):
+    """The configurations to measure: those --only names (every one without it), and the reference
+    for the step table's ratios (--max_batch has none)."""
+    names = [n for n in CONFIGS if not opts.only or any(o in n for o in opts.only.split(","))
+             or (n == "darts (reference)" and not opts.max_batch)]
+    if not names:
+        die(f"--only {opts.only!r} names no configuration; they are: {', '.join(CONFIGS)}")
+    return names
+
+
 def main(argv=None):
     opts = parse_args(argv)
-    names = [n for n in CONFIGS if not opts.only or any(o in n for o in opts.only.split(",")) or n == "darts (reference)"]
+    names = configurations(opts)
     info = machine(opts)
     command = "python -m bench.search_cost " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
     stem = opts.device + (f"-{info['gpu'].replace(' ', '-')}" if "gpu" in info else "") + ("-amp" if opts.amp else "")
     if opts.max_batch:
         stem += "-max_batch" + (f"-{opts.memory_limit_MB:g}MB" if opts.memory_limit_MB else "")
-    out = Path(opts.out or RESULTS) / stem if opts.out or not opts.quick else None
+    folder = opts.save or opts.out
+    out = Path(folder or RESULTS) / stem if folder or not opts.quick else None
     done = {}
     if opts.resume and out and out.with_suffix(".json").exists():
         done = {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())["results"]}
@@ -302,7 +323,21 @@ def main(argv=None):
     if out:
         out.with_suffix(".md").write_text(md)
         print(f"written {out}.md and .json")
+    if opts.save:
+        write_summary(Path(opts.save), results, info, command, opts)
     return results
+
+
+def write_summary(save, results, info, command, opts):
+    """SAVE/summary.json: every result, and the one configuration's numbers at the top level (with
+    Table 3's memory in GB and largest batch as a multiple of --batch_size)."""
+    summary = {"machine": info, "command": command, "results": results}
+    if len(results) == 1:
+        r = results[0]
+        summary.update(r, memory_GB=r["peak_memory_MB"] and r["peak_memory_MB"] / 1024)
+        if opts.max_batch:
+            summary["batch_multiple"] = r["batch_doubling"] and r["batch_doubling"] // opts.batch_size
+    (save / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def fresh(ctx, fn, args):

@@ -17,7 +17,7 @@ accuracy that another method's search logged instead, e.g. PC-DARTS' from DARTS-
 
 Usage:
   python entrannas/consistency.py table1 RUN_first RUN_last RUN_half RUN_darts [--data DIR]
-  python entrannas/consistency.py kendall --search S1 S2 ... --retrained E1 E2 ... [--metric final_top1] [--out K.json]
+  python entrannas/consistency.py kendall --search S1 S2 ... --retrained E1 E2 ... [--metric final_top1] [--save K]
   python entrannas/consistency.py kendall --search PD1/stage1 ... --retrained E1 ... --supernet_key valid_top1
 """
 import argparse
@@ -131,7 +131,9 @@ def main(argv=None):
     t2.add_argument("--supernet_key", default=KEYS[0],
                     help="super-net accuracy: this key of the last line of each search's metrics.jsonl "
                          f"(default {KEYS[0]}, EnTranNAS/DARTS runs; valid_top1 for DARTS-PD's RUN/stage1)")
-    t2.add_argument("--out", help="also write the result to this JSON file: kendall_tau and every pair")
+    t2.add_argument("--save", help="also write the result to SAVE/summary.json: kendall_tau and every pair "
+                                   "(the measurement stage of run_all.sh)")
+    t2.add_argument("--resume", action="store_true", help="accepted like every stage's; tau is computed again")
     for q in (t1, t2):
         q.add_argument("--data", default=None, help="dataset folder, if not the one in the runs' args.json")
         q.add_argument("--device", default="auto")
@@ -154,18 +156,21 @@ def main(argv=None):
             die(f"{run}: no summary.json (a finished train.py run folder is needed)")
         retrained.append(json.loads(path.read_text())[args.metric])
     supernet = [supernet_accuracy(run, args.supernet_key, **kw) for run in args.search]
-    try:
-        tau = kendall_tau(supernet, retrained)
-    except ValueError as e:
-        die(str(e))
     pairs = [{"search": s, "supernet": a, "retrained_run": r, "retrained": b}
              for s, r, a, b in zip(args.search, args.retrained, supernet, retrained)]
     for q in pairs:
         print(f"{q['search']}  super-net {q['supernet']:.2f}   {q['retrained_run']}  retrained {q['retrained']:.2f}")
-    print(f"Kendall tau {tau:.3f} over {len(supernet)} searches")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"kendall_tau": tau, "supernet_key": args.supernet_key,
-                                              "metric": args.metric, "pairs": pairs}, indent=1) + "\n")
+    try:
+        tau, undefined = kendall_tau(supernet, retrained), None
+        print(f"Kendall tau {tau:.3f} over {len(supernet)} searches")
+    except ValueError as e:  # one search, or all accuracies equal: no ranking to correlate
+        tau, undefined = None, str(e)
+        print(f"warning: no Kendall tau: {e}", file=sys.stderr)
+    if args.save:
+        Path(args.save).mkdir(parents=True, exist_ok=True)
+        Path(args.save, "summary.json").write_text(json.dumps(
+            {"kendall_tau": tau, "undefined": undefined, "supernet_key": args.supernet_key, "metric": args.metric,
+             "pairs": pairs}, indent=1) + "\n")
     return tau
 
 

@@ -13,6 +13,7 @@ batch 16, 513 x 513 crops, random scale 0.5-2 and flip, poly learning rate from 
 Usage:
   python entrannas/segmentation.py --arch RUN/genotype.json --backbone IMAGENET_RUN/checkpoint.pt --data ~/voc
   python entrannas/segmentation.py --backbone_model resnet50 --backbone resnet50-0676ba61.pth --data ~/voc
+  python entrannas/segmentation.py --backbone_model resnet50 --pretrained --data ~/voc   # torchvision fetches it
   python entrannas/segmentation.py --arch DARTS_V2 --dataset synthetic_seg --iterations 20 --layers 5 \\
       --init_channels 8 --batch_size 8 --device cpu --save RUN          # seconds on a CPU
 """
@@ -56,6 +57,8 @@ def get_parser():
     g.add_argument("--arch", help="genotype of the backbone: published name, genotype.json or DARTS text")
     g.add_argument("--backbone", help="ImageNet weights: checkpoint.pt of an ImageNet train.py run (or a state "
                                       "dict; for resnet50 torchvision's .pth); without it the backbone starts random")
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False,
+                   help="resnet50: torchvision's ImageNet weights (IMAGENET1K_V1), downloaded once into torch's cache")
     g.add_argument("--layers", type=int, default=14, help="cells of the ImageNet network (Sec. 4.3)")
     g.add_argument("--init_channels", type=int, default=48, help="initial channels of the ImageNet network (Sec. 4.3)")
     g.add_argument("--output_stride", type=int, default=16, choices=[8, 16, 32],
@@ -93,6 +96,8 @@ def parse_args(argv=None):
         die("--arch is needed: the genotype of the backbone (a published name, genotype.json or DARTS text)")
     if args.backbone_model == "resnet50" and args.arch:
         die("--arch describes a genotype backbone; --backbone_model resnet50 takes none")
+    if args.pretrained and (args.backbone_model != "resnet50" or args.backbone):
+        die("--pretrained takes torchvision's weights of --backbone_model resnet50; give it alone, without --backbone")
     if args.iterations < 1:
         die(f"--iterations must be at least 1, not {args.iterations}")
     if args.batch_size < 2:  # BatchNorm of ASPP's image pooling sees one value per channel and image
@@ -272,7 +277,13 @@ def resnet_backbone(args):
     """(backbone, 2048): torchvision's ResNet-50 up to its last block, the stride of the blocks
     past `args.output_stride` replaced by dilation (torchvision's own atrous option)."""
     dilate = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}[args.output_stride]
-    net = torchvision.models.resnet50(replace_stride_with_dilation=dilate)
+    try:
+        net = torchvision.models.resnet50(weights="IMAGENET1K_V1" if args.pretrained else None,
+                                          replace_stride_with_dilation=dilate)
+    except OSError as e:  # no internet where the weights are not cached yet
+        die(f"--pretrained: torchvision could not fetch ResNet-50's weights ({e}); fetch them once where there is "
+            "internet (python -c \"import torchvision; torchvision.models.resnet50(weights='IMAGENET1K_V1')\") or "
+            "pass the file with --backbone")
     if args.backbone:
         load_backbone_weights(net, args.backbone)
     return create_feature_extractor(net, {"layer4": "out"}), 2048
@@ -426,7 +437,8 @@ def main(argv=None):
 
     confusion = evaluate(model, val_queue, num_classes, device, args.amp)
     miou, per_class = iou(confusion)
-    summary = dict(backbone_model=args.backbone_model, arch=args.arch, backbone=args.backbone, dataset=args.dataset,
+    summary = dict(backbone_model=args.backbone_model, arch=args.arch, backbone=args.backbone,
+                   pretrained=args.pretrained, dataset=args.dataset,
                    train_set=args.train_set if args.dataset == "voc2012" else None, output_stride=args.output_stride,
                    iterations=iteration, batch_size=args.batch_size, crop_size=args.crop_size, miou=miou,
                    iou_per_class=per_class, pixel_accuracy=(confusion.diag().sum() / confusion.sum()).item() * 100,

@@ -2,8 +2,9 @@
 optional extra `pip install -e ".[reproduce]"`; without it the figures' numbers are still in
 summary.json).
 
-  points  each row of the figure is one point: x is one of the row's coordinates (`Row.x`), y one
-          of its reported numbers (test error, search GPU-hours, a measurement); the paper's
+  points  each row of the figure is one point: x is one of the row's coordinates (`Row.x`) or, when
+          the row has no such coordinate, one of its reported numbers (parameters, multiply-adds),
+          y one of its reported numbers (test error, search GPU-hours, a measurement); the paper's
           values, where it prints them, are drawn beside ours.
   curves  one curve per row: a metrics.jsonl key per epoch of the row's searches (mean over seeds),
           or with `running` each search's best value so far.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 # A row's number in paper_results.json that stands for each y of ours.
 PAPER_KEYS = {"test_error": lambda p: p.get("test_error"), "params_M": lambda p: p.get("params_M"),
+              "mult_adds_M": lambda p: p.get("mult_adds_M"),
               "search_gpu_hours": lambda p: p["search_cost_gpu_days"] * 24 if p.get("search_cost_gpu_days") else None}
 
 
@@ -30,19 +32,22 @@ def figure_data(fig, results, out, parts_of, paper=None):
         entry = paper.get(row.key)
         return PAPER_KEYS[y](entry) if entry and y in PAPER_KEYS else None
 
+    def ours(row, key):
+        r = results.get(row.key)
+        return None if r is None else r.get(key, r.get("measures", {}).get(key))
+
+    def x_of(row, value):
+        return row.x[fig.xkey] if fig.xkey in row.x else value(row, fig.xkey)
+
     if fig.kind == "points":  # one series per `x["series"]` of the rows (one series if none)
         groups = {}
         for row in fig.rows:
             groups.setdefault(row.x.get("series", "ours"), []).append(row)
         for y in fig.y:
             for label, rows in groups.items():
-                pts = []
-                for row in rows:
-                    r = results.get(row.key)
-                    value = None if r is None else r.get(y, r.get("measures", {}).get(y))
-                    pts.append((row.x.get(fig.xkey), value, row.row))
+                pts = [(x_of(row, ours), ours(row, y), row.row) for row in rows]
                 series.append({"label": f"{label}: {y}", "y_name": y, "points": pts,
-                               "paper": [(row.x.get(fig.xkey), paper_value(row, y), row.row) for row in rows
+                               "paper": [(x_of(row, paper_value), paper_value(row, y), row.row) for row in rows
                                          if paper_value(row, y) is not None]})
     elif fig.kind == "curves":
         for row in fig.rows:

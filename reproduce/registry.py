@@ -78,6 +78,7 @@ class Search:
     gpu_days: float = 0.0
     script: str = "train_search.py"
     smoke: tuple = ()
+    done: str = "summary.json"  # what marks it finished (DARTS-PD's `--stage 1` alone: stage1/summary.json)
 
     def folder(self, seed):
         return f"{self.method}/{self.name}/s{seed}"
@@ -85,9 +86,9 @@ class Search:
 
 @dataclass(frozen=True)
 class Train:
-    """Training from scratch with the method's train.py (the paper's protocol): one training per
-    seed in `seeds`; `seeds=None` trains each searched architecture once with its search's seed.
-    `gpu_hours` per training at the paper's settings, all its GPUs together (for --plan)."""
+    """Training from scratch with the method's train.py (the paper's protocol) on `dataset`: one
+    training per seed in `seeds`; `seeds=None` trains each searched architecture once with its
+    search's seed. `gpu_hours` per training at the paper's settings, all its GPUs together (for --plan)."""
     dataset: str = "cifar10"
     flags: tuple = ()
     seeds: tuple | None = None
@@ -122,15 +123,20 @@ EACH = Select()
 
 @dataclass(frozen=True)
 class Measure:
-    """A measurement stage: `SCRIPT FLAGS` plus, for each input, `--ARG FOLDER...` (the searches
-    or the trainings of this row); its summary.json holds the numbers the row reports (`keys`)."""
+    """A measurement stage: `SCRIPT FLAGS`, the data flags of `dataset` when it reads one, and for
+    each input `--ARG FOLDER...`: the searches or the trainings of this row, or a file in each
+    (`("--backbone", "trainings", "checkpoint.pt")`); its summary.json holds the numbers the row
+    reports (`keys`). `smoke_inputs` replace `inputs` in smoke mode where a tiny run cannot give
+    what the full one needs (a CIFAR-sized smoke training cannot seed an ImageNet backbone)."""
     name: str
     script: str
     flags: tuple = ()
-    inputs: tuple = ()  # (("--search_dirs", "searches"), ("--eval_dirs", "trainings"))
+    inputs: tuple = ()  # (("--search_dirs", "searches"), ("--eval_dirs", "trainings", "summary.json"))
     keys: tuple = ()
+    dataset: str | None = None
     gpu_hours: float = 0.0
     smoke: tuple = ()
+    smoke_inputs: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,9 @@ class Row:
     come from `search` (then `genotype` names the file in each search folder, or in its last
     step's folder; a tuple of files makes each of them a candidate, e.g. DARTS-PD's best bucket
     entries) or from a published genotype `arch`; `select` chooses among all candidates of all
-    searches; `train` trains what was chosen; `measure` adds stages whose numbers the row reports."""
+    searches; `train` trains what was chosen; `measure` adds stages whose numbers the row reports;
+    `logged` names numbers the row reports as its searches logged them (their summary.json, else the
+    last record of their metrics.jsonl; the mean over the searches): Table 1's accuracies, Table 4's edges."""
     paper: str
     table: str
     row: str
@@ -151,6 +159,7 @@ class Row:
     select: Select = EACH
     train: Train | None = None
     measure: tuple = ()
+    logged: tuple = ()
     x: dict = field(default_factory=dict)  # the row's coordinates in a figure (K=2, lambda=0.01, ...)
     note: str = ""
 
@@ -220,14 +229,14 @@ class Context:
     smoke_seeds: int = 1  # searches per configuration in smoke mode (2 where a selection needs a choice)
 
     def dataset_flags(self, dataset):
-        """--dataset/--data for a paper's dataset, or the synthetic data in smoke mode; None when the
-        data was not given (the row is then left out of the plan)."""
+        """--dataset/--data for a paper's dataset, or the synthetic data in smoke mode (synthetic_seg for
+        segmentation); None when the data was not given (the row is then left out of the plan)."""
         if self.smoke:
-            return ("--dataset", "synthetic")
+            return ("--dataset", "synthetic_seg" if dataset == "voc" else "synthetic")
         if dataset == "imagenet":
             return ("--dataset", "imagenet", "--data", self.imagenet) if self.imagenet else None
-        if dataset == "voc":
-            return ("--dataset", "voc", "--data", self.voc) if self.voc else None
+        if dataset == "voc":  # Pascal VOC 2012 (entrannas/segmentation.py)
+            return ("--dataset", "voc2012", "--data", self.voc) if self.voc else None
         return ("--dataset", dataset, "--data", self.data, "--download")
 
     def search_seeds(self, search, needs_choice=False):
@@ -267,15 +276,16 @@ class Plan:
         return old.name
 
     def add_row(self, row):
-        data = self.ctx.dataset_flags(row.dataset)
-        missing = [d for d in (row.dataset, row.search and row.search.dataset) if d and
-                   self.ctx.dataset_flags(d) is None]
+        needs = (row.dataset, row.search and row.search.dataset, row.train and row.train.dataset,
+                 *(m.dataset for m in row.measure))
+        missing = [d for d in needs if d and self.ctx.dataset_flags(d) is None]
         if missing:
             self.skipped.append((row, f"needs --{missing[0]} (where its data is)"))
             return
         if row.key in self.rows:
             raise PlanError(f"two rows have the key {row.key} (paper, row label, dataset)")
-        parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": [], "measures": []}
+        parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": [], "measures": [],
+                 "logged": list(row.logged)}
         self.rows[row.key] = (row.table, parts)
         if row.search is None:
             chosen = [(row.arch, None, f"{row.paper}/published/{row.arch}", ())]
@@ -284,7 +294,7 @@ class Plan:
             chosen = found if row.select.rule == "each" else [self._select(row, found, parts)]
         if row.train is not None:
             for arch, seed, prefix, deps in chosen:
-                parts["trainings"] += self._trainings(row, row.train, arch, seed, prefix, deps, data)
+                parts["trainings"] += self._trainings(row, row.train, arch, seed, prefix, deps)
         for m in row.measure:
             parts["measures"].append(self._measure(row, m, parts))
 
@@ -297,7 +307,7 @@ class Plan:
             argv = (f"{s.method}/{s.script}", *ctx.dataset_flags(s.dataset), *s.flags, "--seed", str(seed))
             if ctx.smoke:
                 argv += (*SMOKE_SEARCH[2:], *s.smoke)
-            last = self.add(Stage(s.folder(seed), argv, (), s.gpus, "search", s.gpu_days * 24), row)
+            last = self.add(Stage(s.folder(seed), argv, (), s.gpus, "search", s.gpu_days * 24, done=s.done), row)
             parts["searches"].append(last)
             prefix = last
             for step in s.steps:
@@ -317,8 +327,7 @@ class Plan:
         argv = ("-m", "reproduce.select", "--rule", sel.rule)
         deps = tuple(d for *_, ds in found for d in ds)
         if sel.rule == "valid":  # DARTS' protocol: a short training of each, on a held-out split
-            data = self.ctx.dataset_flags(sel.short.dataset)
-            short = [self._trainings(row, sel.short, arch, 0, prefix, ds, data)[0] for arch, _, prefix, ds in found]
+            short = [self._trainings(row, sel.short, arch, 0, prefix, ds)[0] for arch, _, prefix, ds in found]
             parts["short"] = short
             argv += ("--trainings", *map(self.path, short))
             deps += tuple(short)
@@ -328,21 +337,22 @@ class Plan:
         parts["select"] = name
         return self.path(f"{name}/genotype.json"), None, name, (name,)
 
-    def _trainings(self, row, t, arch, seed, prefix, deps, data):
+    def _trainings(self, row, t, arch, seed, prefix, deps):
         ctx = self.ctx
         seeds = t.seeds if t.seeds is not None else (seed or 0,)
         names = []
         for e in seeds[:1] if ctx.smoke else seeds:
-            argv = (*row.train_script, "--arch", arch, *data, *t.flags, "--seed", str(e))
+            argv = (*row.train_script, "--arch", arch, *ctx.dataset_flags(t.dataset), *t.flags, "--seed", str(e))
             if ctx.smoke:
                 argv += (*SMOKE_TRAIN[2:], *t.smoke)
             names.append(self.add(Stage(f"{prefix}-{t.label}-e{e}", argv, deps, t.gpus, "train", t.gpu_hours), row))
         return names
 
     def _measure(self, row, m, parts):
-        argv, deps = (m.script, *m.flags), ()
-        for arg, what in m.inputs:
-            argv += (arg, *map(self.path, parts[what]))
+        argv, deps = (m.script, *m.flags, *(self.ctx.dataset_flags(m.dataset) if m.dataset else ())), ()
+        inputs = m.smoke_inputs if self.ctx.smoke and m.smoke_inputs is not None else m.inputs
+        for arg, what, *file in inputs:
+            argv += (arg, *(self.path("/".join((name, *file))) for name in parts[what]))
             deps += tuple(parts[what])
         if self.ctx.smoke:
             argv += m.smoke
@@ -373,15 +383,23 @@ def _variant(fl):
     return tuple(f for f in fl if f.startswith("--") or not number(f))
 
 
+def _command(m):
+    """What a measurement runs: its script, the words before its first flag (a module, a
+    subcommand) and the names of its flags; not the values it is given (a configuration to
+    measure, a published architecture), which make no other code run."""
+    lead = next((i for i, f in enumerate(m.flags) if f.startswith("--")), len(m.flags))
+    return (m.script, *m.flags[:lead], *(f for f in m.flags[lead:] if f.startswith("--")))
+
+
 def kind(row):
     """What kind of experiment a row is, for --smoke: rows of one kind differ only in numbers
-    (batch sizes, lambdas, seeds, datasets) and in the folders of their measurements (one per row:
-    a measurement is known by its script and flags), so the smoke run keeps the first of each kind."""
+    (batch sizes, lambdas, seeds, datasets) or in what their measurements are given, so the smoke
+    run keeps the first of each kind."""
     s, t = row.search, row.train
     return (row.paper, row.arch is not None,
             s and (s.method, s.script, _variant(s.flags), tuple((st.name, _variant(st.flags)) for st in s.steps)),
             tuple(Path(f).stem for f in row.genotypes), row.select.rule, row.dataset == "imagenet",
-            t and _variant(t.flags), tuple((m.script, _variant(m.flags)) for m in row.measure))
+            t and _variant(t.flags), tuple(_command(m) for m in row.measure))
 
 
 def plan(experiments, ctx):

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 from reproduce import figures as figures_mod
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import Figure
-from reproduce.select import read_json
+from reproduce.select import final_value, read_json
 
 PAPER = Path(__file__).with_name("paper_results.json")
 PAPERS = ("msg_das", "entrannas", "darts_pt", "darts_pd", "d_darts", "baselines")
@@ -64,6 +64,14 @@ def _std(xs):
     return statistics.stdev(xs) if len(xs) > 1 else None
 
 
+def logged(out, parts, stages):
+    """The numbers the row's finished searches logged (`Row.logged`), each the mean over them."""
+    done = {s["name"]: s["done"] for s in stages}
+    finished = [out / n for n in parts["searches"] if (out / n / done.get(n, "summary.json")).exists()]
+    values = {k: [v for v in (final_value(f, k) for f in finished) if v != -math.inf] for k in parts.get("logged", ())}
+    return {k: sum(v) / len(v) for k, v in values.items() if v}
+
+
 def row_results(out, parts, stages):
     """Our numbers for one row, from the summary.json of its finished stages."""
     out = Path(out)
@@ -80,6 +88,7 @@ def row_results(out, parts, stages):
     for name in parts["measures"]:
         measures.update({k: v for k, v in (read_json(out / name / "summary.json") or {}).items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    measures.update(logged(out, parts, stages))
     mems = [s["peak_memory_MB"] for s in searches if s["peak_memory_MB"] is not None]
     return {
         "trainings": len(trainings), "finished": len(done),
@@ -162,6 +171,13 @@ def _top5(d, shown):
     return f"; top-5 {_f(d['top5_error'])}" if shown and d.get("top5_error") is not None else ""
 
 
+def _measured(ours, paper):
+    """The measured numbers of a row: those the paper prints as `ours / paper`, else all of ours."""
+    if paper:
+        return ", ".join(f"{k} {_f(ours.get(k), 3)} / {_f(v, 3)}" for k, v in paper.items())
+    return ", ".join(f"{k} {_f(v, 3)}" for k, v in ours.items())
+
+
 def figure_file(data):
     slug = "".join(c if c.isalnum() else "-" for c in data["figure"]).strip("-").lower()
     return f"figures/{data['paper']}-{slug}.png"
@@ -173,8 +189,9 @@ def markdown(tables, figures=(), drawn=()):
              "std over the trainings that finished (how many in brackets; top-5 where the paper prints it), the "
              "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost "
              "per searched architecture (GPU-hours on GPUs, else hours on the device named) and peak GPU memory; "
-             "the rule that chose the architecture. **paper**: as printed (search cost in GPU-days, memory in GB). "
-             "A row without ours is a baseline the paper cites.", ""]
+             "the rule that chose the architecture; the numbers measured (ours / paper where the paper prints "
+             "them). **paper**: as printed (search cost in GPU-days, memory in GB). A row without ours is a "
+             "baseline the paper cites.", ""]
     for t in tables:
         lines += [f"## {t['paper']}: {t['table']}", "",
                   "| row | dataset | ours: error % | best | paper: error % | params M (ours / paper) | "
@@ -187,7 +204,7 @@ def markdown(tables, figures=(), drawn=()):
                 (_f(o.get("search_hours"), 3) + f" h ({','.join(o['devices'])})" if o.get("search_hours") else "–")
             sel = o.get("selected_by") or {}
             chosen = f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else "")
-            measured = ", ".join(f"{k} {_f(v, 3)}" for k, v in (o.get("measures") or {}).items())
+            measured = _measured(o.get("measures") or {}, p.get("metrics") or {})
             ours = _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) + _top5(o, top5) if o else ""
             lines.append(
                 f"| {r['row']}{' (baseline)' if r['baseline'] else ''} | {r['dataset']} | {ours} | "

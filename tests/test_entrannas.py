@@ -414,11 +414,15 @@ def test_kendall_tau(tmp_path):
         (search[-1] / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "supernet_valid_top1": s}) + "\n")
         (evals[-1] / "summary.json").write_text(json.dumps({"final_top1": e, "best_top1": e}))
     # pairs: (0,1) D, (0,2) C, (0,3) C, (1,2) C, (1,3) C, (2,3) D -> (4 - 2) / 6
-    out = tmp_path / "kendall.json"
+    out = tmp_path / "kendall"
     assert consistency.main(["kendall", "--search", *map(str, search), "--retrained", *map(str, evals),
-                             "--out", str(out)]) == pytest.approx(1 / 3)
-    k = json.loads(out.read_text())
+                             "--save", str(out)]) == pytest.approx(1 / 3)
+    k = json.loads((out / "summary.json").read_text())
     assert k["kendall_tau"] == pytest.approx(1 / 3) and [q["supernet"] for q in k["pairs"]] == [80.0, 82.0, 85.0, 84.0]
+    # one search (a smoke run) has no ranking: the stage still finishes, with no tau and why
+    assert consistency.main(["kendall", "--search", str(search[0]), "--retrained", str(evals[0]),
+                             "--save", str(out), "--resume"]) is None
+    assert json.loads((out / "summary.json").read_text())["undefined"].startswith("Kendall's tau needs")
     # PC-DARTS: the super-net accuracy DARTS-PD's stage 1 logged after its last epoch
     for folder, s in zip(search, [84.0, 85.0, 80.0, 82.0]):
         (folder / "stage1").mkdir()
@@ -452,6 +456,26 @@ def test_table3_probe_doubles_then_bisects_to_the_largest_batch_under_a_memory_l
     assert search_cost.max_batch("entrannas +bottleneck", tight, search_cost.try_batch)["batch"] is None
     with pytest.raises(SystemExit):  # a CPU never runs out of memory by itself: the limit is needed
         search_cost.parse_args(["--device", "cpu", "--max_batch"])
+
+
+def test_table3_stage_summary_holds_the_papers_columns(tmp_path, monkeypatch):
+    """run_all.sh's Table 3 stage (--save): one configuration, no reference, and its summary.json
+    has Memory (GB at 64), Batchsize (x of 64) and Cost (days at that batch) at the top level."""
+    monkeypatch.setattr(search_cost, "run_config", lambda name, opts: {
+        "name": name, "time_s": 1e-3 * opts.batch_size, "peak_memory_MB": 100.0 + 3 * opts.batch_size})
+    opts = search_cost.parse_args(["--device", "cpu", "--only", "entrannas +feature sharing", "--max_batch",
+                                   "--memory_limit_MB", "2000", "--save", str(tmp_path)])
+    assert search_cost.configurations(opts) == ["entrannas +feature sharing"]
+    assert search_cost.configurations(search_cost.parse_args(["--only", "entrannas +feature sharing"]))[0] == \
+        "darts (reference)"  # the step table's ratios need it
+    row = search_cost.max_batch("entrannas +feature sharing", opts, search_cost.try_batch)
+    search_cost.write_summary(tmp_path, [row], {}, "cmd", opts)
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert (s["memory_GB"], s["batch_multiple"]) == (292.0 / 1024, 8)  # 64 x 2^3 = 512 fits, 1024 does not
+    assert s["search_days_doubling"] == row["search_days_doubling"]
+    with pytest.raises(SystemExit):
+        search_cost.configurations(search_cost.parse_args(["--max_batch", "--device", "cpu", "--memory_limit_MB", "1",
+                                                           "--only", "no such configuration"]))
 
 
 def test_torchrun_search_keeps_ranks_identical(tmp_path):

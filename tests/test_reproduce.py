@@ -9,7 +9,7 @@ import pytest
 
 from reproduce import figures, select, summary
 from reproduce.experiments import EXPERIMENTS
-from reproduce.registry import Context, Figure, Plan, PlanError, Row, Search, Select, Train, kind, plan
+from reproduce.registry import Context, Figure, Plan, PlanError, Row, Search, Select, Train, kind, plan, to_json
 
 PAPER = summary.paper_results()
 ROWS = [e for e in EXPERIMENTS if isinstance(e, Row)]
@@ -128,8 +128,6 @@ def test_summary_uses_the_sample_std(tmp_path):
                      "mult_adds_M": 580, "mult_adds_M_std": 14}}
     line = summary.markdown([{"paper": "darts_pd", "table": "Table 1", "rows": [row]}]).splitlines()[-1]
     assert "| 3.70 ± 0.20 / 3.70 ± 0.20 | 580 ± 14 / 580 ± 14 |" in line and "top-5" not in line  # CIFAR: no top-5
-
-
 
 
 def test_curves_of_the_best_value_so_far(tmp_path):
@@ -264,3 +262,79 @@ def test_baselines_train_the_published_cells_by_their_papers_protocols():
             if not smoke and "imagenet" in name:
                 assert (args.batch_size, args.learning_rate, args.lr_scheduler, args.warmup_epochs) == (
                     (1024, 0.5, "linear", 5) if pc else (128, 0.1, "step", 0))
+
+
+# ---------------------------------------------------------------- EnTranNAS
+
+def test_entrannas_table5_segments_table4s_imagenet_networks():
+    """Table 5's backbones are Table 4's searches and ImageNet trainings (the same stages: the
+    training runs on ImageNet though the row is a VOC row); in smoke mode the backbone starts random."""
+    p = plan(EXPERIMENTS, FULL)
+    train = "entrannas/dst-imagenet-0.1/s0-imagenet-e0"
+    assert p.stages["entrannas/measure/seg-dst-0.1"].argv == (
+        "entrannas/segmentation.py", "--dataset", "voc2012", "--data", "/voc",
+        "--arch", "{out}/entrannas/dst-imagenet-0.1/s0/genotype.json", "--backbone", f"{{out}}/{train}/checkpoint.pt")
+    assert "--dataset imagenet --data /imagenet" in " ".join(p.stages[train].argv)
+    assert {k[2] for k in p.stages[train].rows} == {"imagenet", "voc"}  # Table 4's row and Table 5's
+    smoke = plan(EXPERIMENTS, Context(smoke=True)).stages["entrannas/measure/seg-dst-0.2"].argv
+    assert "--backbone" not in smoke and smoke[1:3] == ("--dataset", "synthetic_seg")
+    # VOC without ImageNet: the rows whose backbones train on ImageNet wait for --imagenet, ResNet-50 runs
+    voc_only = plan(EXPERIMENTS, Context(data="/data", voc="/voc"))
+    assert {r.row: why for r, why in voc_only.skipped if r.table == "Table 5"} == {
+        "NASNet-A": "needs --imagenet (where its data is)", "DARTS": "needs --imagenet (where its data is)",
+        **{f"EnTranNAS-DST (λ = {lam})": "needs --imagenet (where its data is)" for lam in (0.2, 0.1, 0.05)}}
+
+
+def test_entrannas_table2_pairs_each_search_with_its_retraining():
+    """Kendall tau over six seeds: the i-th search beside the i-th retraining; PC-DARTS' super-nets
+    are DARTS-PD's stage-1 folders, a search that is finished when stage1/summary.json is."""
+    p = plan(EXPERIMENTS, FULL)
+    for name, search, sub in (("kendall-entrannas", "entrannas/plain", ""), ("kendall-pc-darts", "darts_pd/pc-darts",
+                                                                             "/stage1")):
+        argv = p.stages[f"entrannas/measure/{name}"].argv
+        i, j = argv.index("--search"), argv.index("--retrained")
+        assert argv[i + 1:j] == tuple(f"{{out}}/{search}/s{s}{sub}" for s in range(6))
+        assert argv[j + 1:] == tuple(f"{{out}}/{search}/s{s}-cifar10-e0" for s in range(6))
+    assert p.stages["darts_pd/pc-darts/s5"].done == "stage1/summary.json"
+    assert p.stages["darts_pd/pc-darts/s5-cifar10-e0"].argv[:3] == (
+        "darts_pd/train.py", "--arch", "{out}/darts_pd/pc-darts/s5/stage1/genotype.json")
+
+
+def test_entrannas_smoke_runs_each_measurement_once_whatever_it_is_given():
+    """Rows whose measurements differ only in what they are given (Table 3's configurations, Table 5's
+    published cells) are one kind: the smoke run keeps one of them."""
+    smoke = plan(EXPERIMENTS, Context(smoke=True)).rows
+    kept = Counter(table for (paper, _, _), (table, _) in smoke.items() if paper == "entrannas")
+    assert kept["Table 3"] == 1 and kept["Table 5"] == 3  # one configuration; ResNet-50, a published cell, DST
+    assert kept["Table 2"] == 4 and kept["Table 4"] == 1
+
+
+def test_entrannas_table1_reports_what_finished_searches_logged_beside_the_paper(tmp_path):
+    rows = [r for r in ROWS if r.paper == "entrannas" and r.table == "Table 1"]
+    (tmp_path / "plan.json").write_text(json.dumps(to_json(plan(rows, FULL))))
+    run = tmp_path / "entrannas" / "plain" / "s0"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"epoch": 0, "valid_top1": 50.0}, {"epoch": 1, "supernet_valid_top1": 86.5, "childnet_valid_top1": 85.0})))
+
+    def first():
+        tables, _ = summary.summarize(tmp_path)
+        table = next(t for t in tables if (t["paper"], t["table"]) == ("entrannas", "Table 1"))
+        assert [r["row"] for r in table["rows"]] == ["all (DARTS)", "one half", "last", "first"]
+        return table["rows"][-1], tables
+
+    assert first()[0]["ours"]["measures"] == {}  # not finished yet: nothing reported
+    (run / "summary.json").write_text(json.dumps({"search_time_s": 10.0}))
+    row, tables = first()
+    assert row["ours"]["measures"] == {"supernet_valid_top1": 86.5, "childnet_valid_top1": 85.0}
+    assert "supernet_valid_top1 86.500 / 86.680, childnet_valid_top1 85.000 / 86.240" in summary.markdown(tables)
+
+
+def test_entrannas_fig5_plots_error_against_measured_size():
+    fig = next(f for f in FIGURES if f.figure == "Fig. 5 (right)")
+    results = {r.key: {"test_error": e, "mult_adds_M": m}
+               for r, e, m in zip(fig.rows, (26.0, 25.0, 24.0), (580, 670, 780))}
+    paper = {(p["method"], p["row"], p["dataset"]): p for p in PAPER}
+    data = figures.figure_data(fig, results, "unused", {}, paper)
+    assert [p[:2] for p in data["series"][0]["points"]] == [(580, 26.0), (670, 25.0), (780, 24.0)]
+    assert data["series"][0]["paper"] == []  # the paper plots these errors without printing them

@@ -68,11 +68,32 @@ def test_atrous_backbone_has_the_output_stride_and_computes_the_imagenet_feature
 
 
 def test_resnet50_backbone_output_stride():
-    args = Namespace(output_stride=16, backbone=None)
+    args = Namespace(output_stride=16, backbone=None, pretrained=False)
     torch.manual_seed(0)
     backbone, channels = seg.resnet_backbone(args)
     with torch.no_grad():
         assert backbone.eval()(torch.randn(1, 3, 64, 64))["out"].shape == (1, channels, 4, 4)
+
+
+def test_resnet50_pretrained_takes_torchvisions_weights_or_says_how_to_get_them(monkeypatch, capsys):
+    """Table 5's ResNet-50 column: --pretrained asks torchvision for IMAGENET1K_V1; where it cannot be
+    fetched, one line says what to do."""
+    import urllib.error
+    asked = []
+
+    def resnet50(weights=None, **kw):
+        asked.append(weights)
+        raise urllib.error.URLError("no internet")
+
+    monkeypatch.setattr(seg.torchvision.models, "resnet50", resnet50)
+    with pytest.raises(SystemExit):
+        seg.resnet_backbone(Namespace(output_stride=16, backbone=None, pretrained=True))
+    assert asked == ["IMAGENET1K_V1"] and "--backbone" in capsys.readouterr().err
+    for bad in (["--arch", "DARTS_V2", "--pretrained"],
+                ["--backbone_model", "resnet50", "--pretrained", "--backbone", "r.pth"]):
+        with pytest.raises(SystemExit):
+            seg.parse_args(bad)
+    assert seg.parse_args(["--backbone_model", "resnet50", "--pretrained"]).pretrained
 
 
 def _args(**kw):
