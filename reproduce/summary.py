@@ -76,6 +76,7 @@ def row_results(out, parts, stages):
     return {
         "trainings": len(trainings), "finished": len(done),
         "datasets": sorted({s.get("dataset") for s in done}),
+        "evaluated_by": sorted({s["evaluated_by"] for s in done if s.get("evaluated_by")}),  # a benchmark, not trained
         "test_error": _mean(errors), "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
         "test_error_best": min(errors) if errors else None,
         "params_M": _mean([s.get("params_M") for s in done]),
@@ -159,7 +160,8 @@ def markdown(tables, figures=(), drawn=()):
              "Each table is a table of a paper, in its order. **ours**: test error of the last epoch, mean ± sample "
              "std over the trainings that finished (how many in brackets), the best; parameters and multiply-adds "
              "of the evaluation network; search cost per searched architecture (GPU-hours on GPUs, else hours on "
-             "the device named) and peak GPU memory; the rule that chose the architecture. **paper**: as printed "
+             "the device named) and peak GPU memory; the rule that chose the architecture; a test error read "
+             "from a benchmark instead of trained says so (measured). **paper**: as printed "
              "(search cost in GPU-days, memory in GB). A row without ours is a baseline the paper cites.", ""]
     for t in tables:
         lines += [f"## {t['paper']}: {t['table']}", "",
@@ -172,7 +174,8 @@ def markdown(tables, figures=(), drawn=()):
                 (_f(o.get("search_hours"), 3) + f" h ({','.join(o['devices'])})" if o.get("search_hours") else "–")
             sel = o.get("selected_by") or {}
             chosen = f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else "")
-            measured = ", ".join(f"{k} {_f(v, 3)}" for k, v in (o.get("measures") or {}).items())
+            measured = ", ".join([*(f"error from {b}" for b in o.get("evaluated_by", [])),
+                                  *(f"{k} {_f(v, 3)}" for k, v in (o.get("measures") or {}).items())])
             lines.append(
                 f"| {r['row']}{' (baseline)' if r['baseline'] else ''} | {r['dataset']} | "
                 f"{_err(o.get('test_error'), o.get('test_error_std'), o.get('finished')) if o else ''} | "
