@@ -185,7 +185,7 @@ for dataset in ("cifar10", "cifar100", "svhn"):
 # without tuning. A cell is evaluated by the benchmark when DATA/NAS-Bench-201-v1_0-e61699.pth is there
 # (darts_pt/nb201_lookup.py: the accuracy the selection recorded from it), else trained with the
 # benchmark's protocol (train.py: 200 epochs, ~2 GPU-hours); the summary says which.
-NB201_FILE = "NAS-Bench-201-v1_0-e61699.pth"
+NB201_FILE = "NAS-Bench-201-v1_0-e61699.pth"  # where the DARTS-PT scripts look for it (--nb201_benchmark)
 NB201_SMOKE = flags(nb201_cells=1, epochs=2, save_epochs=(1, 2))
 
 
@@ -236,11 +236,16 @@ EXPERIMENTS += [
 # Figs. 3 and 6 on S2, the authors' seed 2 (Table 3's S2 super-net with that seed). Fig. 3: mean(alpha_skip -
 # alpha_conv) (softmaxed, over the 28 edges) against the super-net's validation top-1, per search epoch.
 # Fig. 6: the super-net's validation top-1 through the selection (the projection's metrics.jsonl, one record
-# per tuning epoch), DARTS+PT against DARTS+PT-Mag.
-S2_SEED2 = replace(super_net("s2"), seeds=(2,))
-PT_FIG3 = Row("darts_pt", "Fig. 3", "S2: DARTS super-net", search=magnitude(S2_SEED2))
-PT_FIG6 = (Row("darts_pt", "Fig. 6", "S2: DARTS+PT", search=S2_SEED2),
-           Row("darts_pt", "Fig. 6", "S2: DARTS+PT-Mag", search=replace(super_net("s2", mag=True), seeds=(2,))))
+# per tuning epoch), DARTS+PT against DARTS+PT-Mag. Smoke: 3 search epochs, so that Fig. 3 has a curve.
+
+
+def s2_seed2(mag=False):
+    return replace(super_net("s2", mag=mag), seeds=(2,), smoke=flags(epochs=3))
+
+
+PT_FIG3 = Row("darts_pt", "Fig. 3", "S2: DARTS super-net", search=magnitude(s2_seed2()))
+PT_FIG6 = (Row("darts_pt", "Fig. 6", "S2: DARTS+PT", search=s2_seed2()),
+           Row("darts_pt", "Fig. 6", "S2: DARTS+PT-Mag", search=s2_seed2(mag=True)))
 EXPERIMENTS += [
     PT_FIG3,
     Figure("darts_pt", "Fig. 3", "mean(α_skip - α_conv) (softmaxed) vs. valid top-1, S2", "curves", (PT_FIG3,),
