@@ -4,7 +4,9 @@ Each `Row` is one row of a table (its label and dataset as in `paper_results.jso
 one quantitative figure. The vocabulary (`Search`, `Step`, `Select`, `Train`, `Measure`) is in
 `reproduce/registry.py`; `bash run_all.sh --plan` lists the stages these entries make.
 """
-from reproduce.registry import Figure, Measure, Row, Search, Select, Step, Train, flags
+from dataclasses import replace
+
+from reproduce.registry import Figure, Lookup, Measure, Row, Search, Select, Step, Train, flags
 
 # ---------------------------------------------------------------- shared protocols
 
@@ -224,21 +226,195 @@ EXPERIMENTS += [
 ]
 
 # ---------------------------------------------------------------- DARTS-PT (Wang et al.)
+# darts_pt/README.md, "Reproducing the paper". Every super-net is trained with four seeds ("four random
+# seeds", Sec. 5.1; Tables 3-4 and Sec. 6.2 do not say, we use the same four), then its architecture is
+# selected (darts_pt/projection.py, Alg. 1) and trained once with the search's seed. "avg" rows are the
+# mean over the four, "best" rows the same trainings' smallest error (the paper's "best" is the best
+# of its four trainings: reported, not selected); only the ImageNet cell is chosen, by DARTS' protocol.
+# "DARTS" rows are the magnitude (arg-max alpha) cells of the same super-nets (the search's genotype.json).
 
-PROJECTION = Step("projection_pt", "darts_pt/projection.py", gpu_hours=8, smoke=flags(proj_intv=1))
+PT_SEEDS = (0, 1, 2, 3)
+OPS_PER_EDGE = {"darts": 7, "s1": 2, "s2": 2, "s3": 3, "s4": 2}  # DARTS' without `none` (App. A.1.1); S1-S4 (A.2)
+IMAGES = {"cifar10": 1.0, "cifar100": 1.0, "svhn": 73257 / 50000}  # training images, relative to CIFAR's
+# Smoke: the DARTS space's super-nets run on S2 (2 ops per edge instead of 7): a selection evaluates
+# the super-net once per op of each of its 14 edges, which at 7 ops is the longest stage of --smoke.
+SMOKE_SPACE = flags(search_space="s2")
+NB201_EPOCHS = (20, 40, 60, 80, 100)  # the snapshots of Figs. 4, 8 (the authors keep one every 20 epochs)
+NB201_EPOCH_HOURS = 0.06  # one epoch of the NAS-Bench-201 super-net (~0.25 GPU-days for 100 epochs)
 
 
-def darts_pt(space, dataset="cifar10", **kw):
-    """A DARTS-PT super-net on `space` and `dataset`, four seeds, then the perturbation-based selection."""
-    name = space if dataset == "cifar10" else f"{space}-{dataset}"
-    return Search("darts_pt", name, flags(search_space=space, **kw), seeds=(0, 1, 2, 3), dataset=dataset,
-                  steps=(PROJECTION,), gpu_days=0.8)
+def pt_cost(space, dataset):
+    """GPU-days of a 50-epoch super-net on `space`, or of its selection: DARTS' 0.4 (Table 2: 0.4 for
+    DARTS, 0.8 with the selection) for 7 ops per edge, scaled by the ops and the training images."""
+    return 0.4 * OPS_PER_EDGE[space] / 7 * IMAGES[dataset]
 
 
-DARTS_PT = darts_pt("darts")
+def projection(name="projection_pt", gpu_days=0.4, **kw):
+    """darts_pt/projection.py on each search: the perturbation-based selection (Alg. 1, 5 tuning epochs
+    between two decisions), or with `selection="mag"` DARTS+PT-Mag (Sec. 6.2); --proj_intv 1 in smoke."""
+    return Step(name, "darts_pt/projection.py", flags(**kw), gpu_hours=24 * gpu_days, smoke=flags(proj_intv=1))
+
+
+def super_net(space="darts", dataset="cifar10", method="darts", mag=False):
+    """DARTS-PT's super-net on a DARTS-cell space (train_search.py --method METHOD --search_space SPACE,
+    50 epochs), four seeds, then the PT selection (`mag`: the magnitude one with the same tuning)."""
+    name = "-".join(p for p, default in ((method, "darts"), (space, "darts"), (dataset, "cifar10")) if p != default)
+    cost = pt_cost(space, dataset)
+    step = projection("projection_mag", cost, selection="mag") if mag else projection(gpu_days=cost)
+    return Search("darts_pt", name or "darts", flags(method=method, search_space=space), seeds=PT_SEEDS,
+                  dataset=dataset, steps=(step,), gpu_days=cost * (0.61 if method == "blank" else 1),  # no alpha step
+                  smoke=SMOKE_SPACE if space == "darts" else (), sweep=("search_space",))
+
+
+def magnitude(search):
+    """The same searches without the selection: their genotype.json, DARTS' arg-max alpha."""
+    return replace(search, steps=())
+
+
+def pt_train(dataset):
+    """DARTS' evaluation (Sec. 5.1: 20 cells, 36 channels, 600 epochs); for S1-S4 on CIFAR-100 and SVHN 8
+    cells, 16 channels (the authors' eval scripts, RobustDARTS' protocol); ~1/12 of the 20-cell cost."""
+    if dataset == "cifar10":
+        return Train("cifar10", flags(layers=20, init_channels=36), gpu_hours=36)
+    return Train(dataset, flags(layers=8, init_channels=16), gpu_hours=3 * IMAGES[dataset])
+
+
+DARTS_PT = super_net()
+SDARTS_RS = super_net(method="sdarts-rs")
+PT_C10 = pt_train("cifar10")
+# SGAS (App. A.1.3) decides its edges while it trains: its genotype.json is the result (0.29 GPU-days with
+# PT, Table 2). Smoke: its 8 decisions, one per epoch.
+SGAS_SMOKE = flags(warmup_dec_epoch=0, decision_freq=1, epochs=8)
+SGAS_PT = Search("darts_pt", "sgas", flags(method="sgas"), seeds=PT_SEEDS, gpu_days=0.29, smoke=SGAS_SMOKE)
+SGAS_MAG = Search("darts_pt", "sgas-mag", flags(method="sgas", selection="mag"), seeds=PT_SEEDS, gpu_days=0.25,
+                  smoke=SGAS_SMOKE)
 EXPERIMENTS += [
-    Row("darts_pt", "Table 2", "DARTS+PT (avg)*", search=DARTS_PT, genotype="genotype.json", train=CIFAR10),
+    # Table 2: the base methods' magnitude cells, then PT on the same super-nets
+    Row("darts_pt", "Table 2", "DARTS (Liu et al., 2019)", search=magnitude(DARTS_PT), train=PT_C10),
+    Row("darts_pt", "Table 2", "SDARTS-RS (Chen & Hsieh, 2020)", search=magnitude(SDARTS_RS), train=PT_C10),
+    Row("darts_pt", "Table 2", "SGAS (Cri 1. avg) (Li et al., 2020)", search=SGAS_MAG, train=PT_C10),
+    Row("darts_pt", "Table 2", "DARTS+PT (avg)*", search=DARTS_PT, train=PT_C10),
+    Row("darts_pt", "Table 2", "DARTS+PT (best)", search=DARTS_PT, train=PT_C10),
+    Row("darts_pt", "Table 2", "SDARTS-RS+PT (avg)*", search=SDARTS_RS, train=PT_C10),
+    Row("darts_pt", "Table 2", "SDARTS-RS+PT (best)", search=SDARTS_RS, train=PT_C10),
+    Row("darts_pt", "Table 2", "SGAS+PT (Crit.1 avg)*", search=SGAS_PT, train=PT_C10),
+    Row("darts_pt", "Table 2", "SGAS+PT (Crit.1 best)", search=SGAS_PT, train=PT_C10),
+]
+# Table 3: S1-S4 (searched and evaluated on the same dataset), the columns DARTS, DARTS+PT, DARTS+PT (fix
+# alpha); the space is in the row label
+for dataset in ("cifar10", "cifar100", "svhn"):
+    for space in ("s1", "s2", "s3", "s4"):
+        S, train = space.upper(), pt_train(dataset)
+        EXPERIMENTS += [
+            Row("darts_pt", "Table 3", f"{S}: DARTS", dataset, search=magnitude(super_net(space, dataset)),
+                train=train),
+            Row("darts_pt", "Table 3", f"{S}: DARTS+PT (Ours)", dataset, search=super_net(space, dataset), train=train),
+            Row("darts_pt", "Table 3", f"{S}: DARTS+PT (fix α)*", dataset, search=super_net(space, dataset, "blank"),
+                train=train)]
+
+
+# Table 4 and Figs. 4, 8, 9: NAS-Bench-201 (Sec. 5.2). 100-epoch super-nets keeping a snapshot every 20
+# epochs; each point selects on one snapshot (--from_epoch E; the final one is E = 100) with N tuning epochs
+# between decisions (Fig. 9 varies N; 5 elsewhere). DARTS' cell of a snapshot is its magnitude selection
+# without tuning. A cell is evaluated by the benchmark when DATA/NAS-Bench-201-v1_0-e61699.pth is there
+# (darts_pt/nb201_lookup.py: the accuracy the selection recorded from it), else trained with the
+# benchmark's protocol (train.py: 200 epochs, ~2 GPU-hours); the summary says which.
+NB201_FILE = "NAS-Bench-201-v1_0-e61699.pth"  # where the DARTS-PT scripts look for it (--nb201_benchmark)
+NB201_SMOKE = flags(nb201_cells=1, epochs=2, save_epochs=(1, 2))
+
+
+def nb201_super_net(dataset="cifar10", method="darts"):
+    """DARTS-PT's super-net on NAS-Bench-201 (100 epochs, a snapshot every 20), four seeds, no selection yet."""
+    name = "-".join(p for p, default in ((method, "darts"), ("nb201", ""), (dataset, "cifar10")) if p != default)
+    epochs = 100 * (0.61 if method == "blank" else 1)  # the blank super-net has no alpha step
+    return Search("darts_pt", name, flags(method=method, search_space="nb201", save_epochs=NB201_EPOCHS),
+                  seeds=PT_SEEDS, dataset=dataset, gpu_days=epochs * NB201_EPOCH_HOURS / 24, smoke=NB201_SMOKE)
+
+
+def nb201_select(search, epoch=100, proj_intv=5, mag=False):
+    """The search with one selection on its snapshot after `epoch` epochs: PT with `proj_intv` tuning epochs
+    (6 decisions, a validation pass per op), or DARTS' magnitude selection (`mag`)."""
+    if mag:
+        step = Step(f"magnitude_epoch{epoch}", "darts_pt/projection.py",
+                    flags(selection="mag", proj_intv=0, from_epoch=epoch), gpu_hours=NB201_EPOCH_HOURS,
+                    smoke=flags(from_epoch=2))
+    else:
+        step = Step(f"projection_pt_epoch{epoch}" + (f"_intv{proj_intv}" if proj_intv != 5 else ""),
+                    "darts_pt/projection.py", flags(from_epoch=epoch, proj_intv=proj_intv),
+                    gpu_hours=(5 * proj_intv + 10) * NB201_EPOCH_HOURS, smoke=flags(from_epoch=2, proj_intv=1))
+    return replace(search, steps=(step,))
+
+
+def nb201_train(dataset):
+    return Train(dataset, gpu_hours=2, lookup=Lookup(NB201_FILE, "darts_pt/nb201_lookup.py"))
+
+
+NB201, NB201_BLANK, NB201_C10 = nb201_super_net(), nb201_super_net(method="blank"), nb201_train("cifar10")
+# Table 4's NAS-Bench-201 cells are also the last points of Figs. 4 and 8 (epoch 100) and Fig. 9's N = 5
+NB201_ROWS = {series: Row("darts_pt", "Table 4", f"NAS-Bench-201: {series}", search=search, train=NB201_C10,
+                          x={"epoch": 100, "proj_intv": 5, "series": f"{series} (CIFAR-10)"})
+              for series, search in (("DARTS", nb201_select(NB201, mag=True)), ("DARTS+PT", nb201_select(NB201)),
+                                     ("DARTS+PT (fix α)", nb201_select(NB201_BLANK)))}
+EXPERIMENTS += [
+    # Table 4: the DARTS space (Table 2's stages) and NAS-Bench-201, the columns DARTS, DARTS+PT, DARTS+PT (fix alpha)
+    Row("darts_pt", "Table 4", "DARTS space: DARTS", search=magnitude(DARTS_PT), train=PT_C10),
+    Row("darts_pt", "Table 4", "DARTS space: DARTS+PT", search=DARTS_PT, train=PT_C10),
+    Row("darts_pt", "Table 4", "DARTS space: DARTS+PT (fix α)", search=super_net(method="blank"), train=PT_C10),
+    *NB201_ROWS.values(),
+    # Sec. 6.2: the tuning of PT with the magnitude choice of each op, on Table 2's super-nets
+    Row("darts_pt", "Sec. 6.2", "DARTS+PT-Mag", search=super_net(mag=True), train=PT_C10),
+    # App. A.8: one of Table 2's DARTS+PT cells on ImageNet (mobile setting), chosen by DARTS' protocol
     Row("darts_pt", "App. A.8", "DARTS+PT", "imagenet", search=DARTS_PT, select=DARTS_SELECT, train=IMAGENET),
+]
+
+# Figs. 3 and 6 on S2, the authors' seed 2 (Table 3's S2 super-net with that seed). Fig. 3: mean(alpha_skip -
+# alpha_conv) (softmaxed, over the 28 edges) against the super-net's validation top-1, per search epoch.
+# Fig. 6: the super-net's validation top-1 through the selection (the projection's metrics.jsonl, one record
+# per tuning epoch), DARTS+PT against DARTS+PT-Mag. Smoke: 3 search epochs, so that Fig. 3 has a curve.
+
+
+def s2_seed2(mag=False):
+    return replace(super_net("s2", mag=mag), seeds=(2,), smoke=flags(epochs=3))
+
+
+PT_FIG3 = Row("darts_pt", "Fig. 3", "S2: DARTS super-net", search=magnitude(s2_seed2()))
+PT_FIG6 = (Row("darts_pt", "Fig. 6", "S2: DARTS+PT", search=s2_seed2()),
+           Row("darts_pt", "Fig. 6", "S2: DARTS+PT-Mag", search=s2_seed2(mag=True)))
+EXPERIMENTS += [
+    PT_FIG3,
+    Figure("darts_pt", "Fig. 3", "mean(α_skip - α_conv) (softmaxed) vs. valid top-1, S2", "curves", (PT_FIG3,),
+           xkey="valid_top1", y=("mean_skip_minus_conv_all",)),
+    *PT_FIG6,
+    Figure("darts_pt", "Fig. 6", "valid top-1 through the selection, S2", "curves", PT_FIG6,
+           y=("valid_top1",), curves_of="steps"),
+]
+# Figs. 4 and 8: the test error of the cell selected on the snapshot after E epochs, on CIFAR-10 and CIFAR-100
+# (ImageNet16-120 is not available here), one series per dataset; Fig. 4: DARTS (its magnitude selection)
+# and DARTS+PT; Fig. 8: DARTS+PT (fix alpha).
+PT_SNAPSHOTS = {"Fig. 4": [], "Fig. 8": []}
+for dataset, D in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100")):
+    darts, blank, train = nb201_super_net(dataset), nb201_super_net(dataset, "blank"), nb201_train(dataset)
+    for fig, series, search, mag in (("Fig. 4", "DARTS", darts, True), ("Fig. 4", "DARTS+PT", darts, False),
+                                     ("Fig. 8", "DARTS+PT (fix α)", blank, False)):
+        PT_SNAPSHOTS[fig] += [NB201_ROWS[series] if (dataset, e) == ("cifar10", 100) else
+                              Row("darts_pt", fig, f"NAS-Bench-201 epoch {e}: {series}", dataset, train=train,
+                                  search=nb201_select(search, e, mag=mag), x={"epoch": e, "series": f"{series} ({D})"})
+                              for e in NB201_EPOCHS]
+# Fig. 9: DARTS+PT on NAS-Bench-201 (CIFAR-10) against N, the tuning epochs between two decisions
+PT_FIG9 = [NB201_ROWS["DARTS+PT"] if n == 5 else
+           Row("darts_pt", "Fig. 9", f"NAS-Bench-201 proj_intv {n}: DARTS+PT", search=nb201_select(NB201, proj_intv=n),
+               train=NB201_C10, x={"epoch": 100, "proj_intv": n, "series": "DARTS+PT (CIFAR-10)"})
+           for n in (0, 1, 2, 5, 10)]
+EXPERIMENTS += [
+    *(r for r in PT_SNAPSHOTS["Fig. 4"] if r.table != "Table 4"),
+    Figure("darts_pt", "Fig. 4", "NAS-Bench-201 test error vs. snapshot epoch", "points",
+           tuple(PT_SNAPSHOTS["Fig. 4"]), xkey="epoch"),
+    *(r for r in PT_SNAPSHOTS["Fig. 8"] if r.table != "Table 4"),
+    Figure("darts_pt", "Fig. 8", "NAS-Bench-201 test error vs. snapshot epoch, fix α", "points",
+           tuple(PT_SNAPSHOTS["Fig. 8"]), xkey="epoch"),
+    *(r for r in PT_FIG9 if r.table != "Table 4"),
+    Figure("darts_pt", "Fig. 9", "NAS-Bench-201 test error vs. tuning epochs", "points", tuple(PT_FIG9),
+           xkey="proj_intv"),
 ]
 
 # ---------------------------------------------------------------- DARTS-PD (Cai et al.)

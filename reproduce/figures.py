@@ -6,8 +6,9 @@ summary.json).
           the row has no such coordinate, one of its reported numbers (parameters, multiply-adds),
           y one of its reported numbers (test error, search GPU-hours, a measurement); the paper's
           values, where it prints them, are drawn beside ours.
-  curves  one curve per row: a metrics.jsonl key per epoch of the row's searches (mean over seeds),
-          or with `running` each search's best value so far.
+  curves  one curve per row: a metrics.jsonl key per epoch of the row's searches (or, with
+          `curves_of="steps"`, of their post-search steps), the mean over seeds, or with `running`
+          each search's best value so far.
 """
 import itertools
 import json
@@ -55,7 +56,8 @@ def figure_data(fig, results, out, parts_of, paper=None):
             if parts is None:
                 continue
             for y in fig.y:
-                curves = [_curve(Path(out) / s / "metrics.jsonl", fig.xkey, y, fig.running) for s in parts["searches"]]
+                curves = [_curve(Path(out) / s / "metrics.jsonl", fig.xkey, y, fig.running)
+                          for s in parts[fig.curves_of]]
                 curves = [c for c in curves if c]
                 if curves:
                     n = min(len(c) for c in curves)

@@ -67,7 +67,9 @@ class Step:
 class Search:
     """One search configuration of a method, run once per seed: METHOD/train_search.py FLAGS --seed S.
     `name` is its folder (several rows may share it: it runs once). `steps` run on each search, in
-    order. `gpu_days` is the paper's search cost (for --plan's estimate)."""
+    order. `gpu_days` is the paper's search cost (for --plan's estimate). `sweep` names flags whose
+    values are the points of a table's grid, as numbers are (DARTS-PT Table 3's `search_space`):
+    kind() does not tell them apart, so --smoke runs one of them."""
     method: str
     name: str
     flags: tuple = ()
@@ -79,16 +81,29 @@ class Search:
     script: str = "train_search.py"
     smoke: tuple = ()
     done: str = "summary.json"  # what marks it finished (DARTS-PD's `--stage 1` alone: stage1/summary.json)
+    sweep: tuple = ()
 
     def folder(self, seed):
         return f"{self.method}/{self.name}/s{seed}"
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """A benchmark file of trained architectures (NAS-Bench-201's) that stands in for a Train when it is
+    in the --data folder: `SCRIPT --arch GENOTYPE --dataset D --data DIR FLAGS` writes, instead of a
+    training, a summary.json with the benchmark's `final_top1` and `evaluated_by` (one per architecture:
+    the benchmark's trainings are its own); without the file the Train trains."""
+    file: str
+    script: str
+    flags: tuple = ()
+
+
+@dataclass(frozen=True)
 class Train:
     """Training from scratch with the method's train.py (the paper's protocol) on `dataset`: one
     training per seed in `seeds`; `seeds=None` trains each searched architecture once with its
-    search's seed. `gpu_hours` per training at the paper's settings, all its GPUs together (for --plan)."""
+    search's seed. `gpu_hours` per training at the paper's settings, all its GPUs together (for --plan).
+    `lookup` replaces the trainings when its benchmark file is there."""
     dataset: str = "cifar10"
     flags: tuple = ()
     seeds: tuple | None = None
@@ -96,6 +111,7 @@ class Train:
     gpus: int = 1
     gpu_hours: float = 0.0
     smoke: tuple = ()
+    lookup: Lookup | None = None
 
     @property
     def label(self):
@@ -200,6 +216,7 @@ class Figure:
     y: tuple = ("test_error",)
     paper_values: dict = field(default_factory=dict)  # {(row label, y): value} where the paper prints them
     running: str = ""  # curves: "max" / "min", the running maximum / minimum of each search's curve
+    curves_of: str = "searches"  # curves: the metrics.jsonl of the rows' "searches", or of their post-search "steps"
 
 
 # ---------------------------------------------------------------- stages
@@ -238,6 +255,10 @@ class Context:
         if dataset == "voc":  # Pascal VOC 2012 (entrannas/segmentation.py)
             return ("--dataset", "voc2012", "--data", self.voc) if self.voc else None
         return ("--dataset", dataset, "--data", self.data, "--download")
+
+    def has(self, file):
+        """Whether FILE (a benchmark) is in the --data folder; never in smoke mode."""
+        return not self.smoke and (Path(self.data) / file).is_file()
 
     def search_seeds(self, search, needs_choice=False):
         seeds = self.seeds or search.seeds
@@ -339,6 +360,9 @@ class Plan:
 
     def _trainings(self, row, t, arch, seed, prefix, deps):
         ctx = self.ctx
+        if t.lookup and ctx.has(t.lookup.file):
+            argv = (t.lookup.script, "--arch", arch, *data, *t.lookup.flags)
+            return [self.add(Stage(f"{prefix}-{t.label}-lookup", argv, deps, 0, "lookup"), row)]
         seeds = t.seeds if t.seeds is not None else (seed or 0,)
         names = []
         for e in seeds[:1] if ctx.smoke else seeds:
@@ -371,16 +395,18 @@ def _genotype_tag(file):
     return "" if stem == "genotype" else "-" + stem.removeprefix("genotype_")
 
 
-def _variant(fl):
+def _variant(fl, sweep=()):
     """The flags that make a variant: names, and values that are not numbers (`--method blank`,
-    `--search_space s2`, `--dst`), not the numbers (`--K 2`, `--batch_size 64`)."""
+    `--search_space s2`, `--dst`), not the numbers (`--K 2`, `--batch_size 64`) nor the values of
+    the flags in `sweep`."""
     def number(v):
         try:
             float(v)
             return True
         except ValueError:
             return v in ("inf", "-inf")
-    return tuple(f for f in fl if f.startswith("--") or not number(f))
+    swept = {f"--{k}" for k in sweep}
+    return tuple(f for i, f in enumerate(fl) if f.startswith("--") or not (number(f) or fl[i - 1] in swept))
 
 
 def _command(m):
@@ -393,11 +419,13 @@ def _command(m):
 
 def kind(row):
     """What kind of experiment a row is, for --smoke: rows of one kind differ only in numbers
-    (batch sizes, lambdas, seeds, datasets) or in what their measurements are given, so the smoke
-    run keeps the first of each kind."""
+    (batch sizes, lambdas, seeds, datasets, the points of a `sweep`) or in what their post-search
+    steps and measurements are given (a step or a measurement is known by its script and flags), so
+    the smoke run keeps the first of each kind."""
     s, t = row.search, row.train
     return (row.paper, row.arch is not None,
-            s and (s.method, s.script, _variant(s.flags), tuple((st.name, _variant(st.flags)) for st in s.steps)),
+            s and (s.method, s.script, _variant(s.flags, s.sweep),
+                   tuple((st.script, _variant(st.flags)) for st in s.steps)),
             tuple(Path(f).stem for f in row.genotypes), row.select.rule, row.dataset == "imagenet",
             t and _variant(t.flags), tuple(_command(m) for m in row.measure))
 

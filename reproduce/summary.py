@@ -93,6 +93,7 @@ def row_results(out, parts, stages):
     return {
         "trainings": len(trainings), "finished": len(done),
         "datasets": sorted({s.get("dataset") for s in done}),
+        "evaluated_by": sorted({s["evaluated_by"] for s in done if s.get("evaluated_by")}),  # a benchmark, not trained
         "test_error": _mean(errors), "test_error_std": _std(errors),
         "test_error_best": min(errors) if errors else None, "top5_error": _mean(top5),
         "params_M": _mean([s.get("params_M") for s in done]), "params_M_std": _std([s.get("params_M") for s in done]),
@@ -190,8 +191,8 @@ def markdown(tables, figures=(), drawn=()):
              "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost "
              "per searched architecture (GPU-hours on GPUs, else hours on the device named) and peak GPU memory; "
              "the rule that chose the architecture; the numbers measured (ours / paper where the paper prints "
-             "them). **paper**: as printed (search cost in GPU-days, memory in GB). A row without ours is a "
-             "baseline the paper cites.", ""]
+             "them; a test error read from a benchmark instead of trained says so). **paper**: as printed "
+             "(search cost in GPU-days, memory in GB). A row without ours is a baseline the paper cites.", ""]
     for t in tables:
         lines += [f"## {t['paper']}: {t['table']}", "",
                   "| row | dataset | ours: error % | best | paper: error % | params M (ours / paper) | "
@@ -204,7 +205,8 @@ def markdown(tables, figures=(), drawn=()):
                 (_f(o.get("search_hours"), 3) + f" h ({','.join(o['devices'])})" if o.get("search_hours") else "–")
             sel = o.get("selected_by") or {}
             chosen = f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else "")
-            measured = _measured(o.get("measures") or {}, p.get("metrics") or {})
+            measured = ", ".join(x for x in (*(f"error from {b}" for b in o.get("evaluated_by", [])),
+                                             _measured(o.get("measures") or {}, p.get("metrics") or {})) if x)
             ours = _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) + _top5(o, top5) if o else ""
             lines.append(
                 f"| {r['row']}{' (baseline)' if r['baseline'] else ''} | {r['dataset']} | {ours} | "

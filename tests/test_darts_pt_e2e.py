@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from common.genotypes import load
 from common.utils import MetricsLog
 from conftest import SMALL, run
-from darts_pt import projection, train, train_search
+from darts_pt import nb201_lookup, projection, train, train_search
 
 TINY = [*SMALL, "--image_size", "8", "--subset", "16", "--batch_size", "8", "--init_channels", "4", "--epochs", "1"]
 
@@ -34,6 +34,8 @@ def test_search_run_folder(darts_run):
     assert {"arch_loss", "train_loss", "valid_top1", "alphas"} <= set(record)
     w = record["alphas"]["normal"]  # Fig. 3 on S2 (skip_connect, sep_conv_3x3): the skip-conv gap
     assert record["mean_skip_minus_conv"]["normal"] == pytest.approx(sum(a - b for a, b in w) / 14)
+    both = w + record["alphas"]["reduce"]  # Fig. 3's y: the mean over all 28 edges
+    assert record["mean_skip_minus_conv_all"] == pytest.approx(sum(a - b for a, b in both) / 28, abs=1e-6)
     assert load(str(search / "genotype.json")).kind == "darts"
 
 
@@ -205,3 +207,20 @@ def test_nb201_accuracies_come_from_the_benchmark_when_it_is_installed(tmp_path,
         accuracy(str(genotype))
     train.main(["--arch", str(search / "projection_pt" / "genotype.json"), *TINY, "--save", str(tmp_path / "eval")])
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["genotype"] == str(genotype)
+
+    # nb201_lookup.py, the reproduction's evaluation when the benchmark is there: the accuracy the selection
+    # recorded (the benchmark is not read again: its package is gone here), else one looked up in the file
+    def lookup(arch, dataset, *flags):
+        nb201_lookup.main(["--arch", str(arch), "--dataset", dataset, *flags, "--save", str(tmp_path / dataset)])
+        return json.loads((tmp_path / dataset / "summary.json").read_text())
+
+    monkeypatch.setitem(sys.modules, "nas_201_api", None)
+    found = lookup(search / "projection_pt" / "genotype.json", "cifar100")
+    assert found["final_top1"] == accuracy(str(genotype))["cifar100"] and found["params_M"] > 0
+    assert found["evaluated_by"] == "NAS-Bench-201 (200 epochs)"
+    with pytest.raises(SystemExit):  # the search's cell has no recorded accuracy, and there is no benchmark
+        lookup(search / "genotype.json", "cifar10", "--nb201_benchmark", str(tmp_path / "nb201.pth"))
+    assert not (tmp_path / "cifar10").exists()
+    monkeypatch.setitem(sys.modules, "nas_201_api", types.SimpleNamespace(NASBench201API=API))
+    found = lookup(search / "genotype.json", "cifar10", "--nb201_benchmark", str(tmp_path / "nb201.pth"))
+    assert found["final_top1"] == accuracy(records[-1]["genotype"])["cifar10"]

@@ -1,5 +1,6 @@
 """The experiment registry: every row and figure of the papers has an entry, and the plan built from
 it is a consistent DAG."""
+import functools
 import json
 import re
 from collections import Counter
@@ -9,7 +10,8 @@ import pytest
 
 from reproduce import figures, select, summary
 from reproduce.experiments import EXPERIMENTS
-from reproduce.registry import Context, Figure, Plan, PlanError, Row, Search, Select, Train, kind, plan, to_json
+from reproduce.registry import (Context, Figure, Lookup, Plan, PlanError, Row, Search, Select, Step, Train, kind,
+                                plan, to_json)
 
 PAPER = summary.paper_results()
 ROWS = [e for e in EXPERIMENTS if isinstance(e, Row)]
@@ -338,3 +340,191 @@ def test_entrannas_fig5_plots_error_against_measured_size():
     data = figures.figure_data(fig, results, "unused", {}, paper)
     assert [p[:2] for p in data["series"][0]["points"]] == [(580, 26.0), (670, 25.0), (780, 24.0)]
     assert data["series"][0]["paper"] == []  # the paper plots these errors without printing them
+
+
+# ---------------------------------------------------------------- registry: sweeps, steps, lookups, step curves
+
+def test_kind_counts_sweep_values_and_step_folders_as_numbers():
+    """A `sweep` flag's values and a step's folder name do not make a kind; its script and flag names do."""
+    def row(space, step, sweep=("search_space",)):
+        return Row("darts_pt", "T", f"{space} {step.name}", search=Search("darts_pt", space, ("--search_space", space),
+                                                                          steps=(step,), sweep=sweep))
+    pt = [Step(f"p{e}", "darts_pt/projection.py", ("--from_epoch", str(e))) for e in (20, 40)]
+    assert kind(row("s1", pt[0])) == kind(row("s4", pt[1]))
+    assert kind(row("s1", pt[0], sweep=())) != kind(row("s4", pt[0], sweep=()))
+    assert kind(row("s1", pt[0])) != kind(row("s1", Step("p20", "darts_pt/projection.py", ("--selection", "mag"))))
+
+
+def test_a_benchmark_file_in_the_data_folder_replaces_the_trainings(tmp_path):
+    """Train(lookup=...): without the file, trainings (seeds as usual); with it, one lookup per architecture,
+    no GPU; never in smoke mode."""
+    t = Train("cifar10", seeds=(0, 1), lookup=Lookup("bench.pth", "darts_pt/nb201_lookup.py"))
+    row = Row("darts_pt", "T", "r", search=Search("darts_pt", "x", seeds=(0, 1)), train=t)
+    p = plan([row], Context(data=str(tmp_path)))
+    assert Counter(s.kind for s in p.stages.values()) == {"search": 2, "train": 4}
+    (tmp_path / "bench.pth").write_bytes(b"")
+    p = plan([row], Context(data=str(tmp_path)))
+    lookups = [s for s in p.stages.values() if s.kind == "lookup"]
+    assert [s.name for s in lookups] == p.rows[row.key][1]["trainings"] == ["darts_pt/x/s0-cifar10-lookup",
+                                                                            "darts_pt/x/s1-cifar10-lookup"]
+    assert lookups[0].argv[:3] == ("darts_pt/nb201_lookup.py", "--arch", "{out}/darts_pt/x/s0/genotype.json")
+    assert all(s.gpus == 0 and s.gpu_hours == 0 for s in lookups)
+    assert "lookup" not in {s.kind for s in plan([row], Context(smoke=True, data=str(tmp_path))).stages.values()}
+
+
+def test_curves_of_the_post_search_steps(tmp_path):
+    """Figure(curves_of="steps"): the curves come from the metrics.jsonl of the rows' post-search steps
+    (DARTS-PT Fig. 6: the validation accuracy through the selection), not of their searches."""
+    step = Step("proj", "darts_pt/projection.py")
+    row = Row("darts_pt", "Fig. 6", "x", search=Search("darts_pt", "x", steps=(step,)))
+    for folder, accs in (("s0", [1, 2]), ("s0/proj", [50, 60, 70])):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e, "valid_top1": a}) + "\n" for e, a in enumerate(accs)))
+    parts = {row.key: {"searches": ["s0"], "steps": ["s0/proj"]}}
+    fig = Figure("darts_pt", "Fig. 6", "t", "curves", (row,), y=("valid_top1",), curves_of="steps")
+    [series] = figures.figure_data(fig, {}, tmp_path, parts)["series"]
+    assert series["points"] == [(0, 50), (1, 60), (2, 70)]
+
+
+def test_a_looked_up_error_says_so_in_the_summary(tmp_path):
+    (tmp_path / "t0").mkdir()
+    (tmp_path / "t0" / "summary.json").write_text(json.dumps({"final_top1": 90.0, "evaluated_by": "NAS-Bench-201"}))
+    parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": ["t0"], "measures": []}
+    r = summary.row_results(tmp_path, parts, [])
+    assert r["evaluated_by"] == ["NAS-Bench-201"]
+    table = [{"paper": "darts_pt", "table": "Table 4", "rows": [{"row": "r", "dataset": "cifar10", "baseline": False,
+                                                               "paper": None, "ours": r}]}]
+    assert "error from NAS-Bench-201" in summary.markdown(table)
+
+
+# ---------------------------------------------------------------- DARTS-PT
+
+DARTS_PT = [r for r in ROWS if r.paper == "darts_pt"]
+
+
+def _darts_pt_args(stage):
+    """The arguments a DARTS-PT stage's script runs with (its own parser and defaults)."""
+    return _parse(stage.argv)
+
+
+@functools.cache
+def _parse(argv):
+    from common import train_eval
+    from darts_pt import projection, train_search
+    script, *argv = argv
+    parse = {"darts_pt/train_search.py": train_search.parse_args, "darts_pt/train.py": train_eval.parse_args,
+             "darts_pt/projection.py": projection.get_parser().parse_args}[script]
+    return parse(argv)
+
+
+def _darts_pt_row(p, row):
+    """(the row's searches, their selections, its trainings), each as parsed arguments."""
+    parts = p.rows[row.key][1]
+    return [[_darts_pt_args(p.stages[s]) for s in parts[k]] for k in ("searches", "steps", "trainings")]
+
+
+def test_darts_pt_tables_are_run_as_the_paper_prints_them():
+    """Tables 2-4, Sec. 6.2: four seeds of each super-net (Table 3: on the row's space and dataset; fix alpha:
+    the blank super-net), each selected by PT on its final super-net (Alg. 1, 5 tuning epochs), by the
+    magnitude choice with PT's tuning (PT-Mag), or not at all (DARTS: the search's own genotype.json;
+    SGAS decides while it searches), and trained once with its seed: DARTS' 20 cells and 36 channels on
+    CIFAR-10, 8 and 16 for S1-S4 on CIFAR-100 and SVHN (600 epochs)."""
+    p = plan(DARTS_PT, FULL)
+    rows = [r for r in DARTS_PT if r.table.startswith(("Table", "Sec."))]
+    assert {(r.row, r.dataset) for r in rows if r.table == "Table 3"} == {
+        (f"{space}: {column}", dataset) for space in ("S1", "S2", "S3", "S4")
+        for dataset in ("cifar10", "cifar100", "svhn") for column in ("DARTS", "DARTS+PT (Ours)", "DARTS+PT (fix α)*")}
+    for r in rows:
+        label = r.row.split(": ")[-1]
+        space = r.row.split(":")[0].lower() if r.table == "Table 3" else \
+            "nb201" if r.row.startswith("NAS-Bench-201") else "darts"
+        searches, steps, trainings = _darts_pt_row(p, r)
+        method = "blank" if "fix α" in label else "sdarts-rs" if "SDARTS" in label else \
+            "sgas" if "SGAS" in label else "darts"
+        assert {(a.method, a.search_space, a.dataset, a.epochs) for a in searches} == {
+            (method, "darts" if method == "sgas" else space, r.dataset, 100 if space == "nb201" else 50)}, r.key
+        assert sorted(a.seed for a in searches) == [0, 1, 2, 3], r.key
+        if method == "sgas":
+            assert {a.selection for a in searches} == {"mag" if label.startswith("SGAS (") else "pt"}, r.key
+        if space == "nb201":  # Table 4's cells: selections on the snapshot after the last epoch
+            want = 4 * [("pt", 5, 100) if "+PT" in label else ("mag", 0, 100)]
+        elif "+PT" in label and method != "sgas":
+            want = 4 * [("mag" if label.endswith("-Mag") else "pt", 5, None)]
+        else:  # the base method's own cell: DARTS' magnitude selection, or SGAS' decisions
+            want = []
+        assert [(a.selection, a.proj_intv, a.from_epoch) for a in steps] == want, r.key
+        assert len(trainings) == 4 and sorted(t.seed for t in trainings) == [0, 1, 2, 3], r.key
+        assert all(t.dataset == r.dataset for t in trainings), r.key
+        if space != "nb201":
+            assert {(t.layers, t.init_channels, t.epochs) for t in trainings} == {
+                (20, 36, 600) if r.dataset == "cifar10" else (8, 16, 600)}, r.key
+            folders = {Path(t.arch).parent.name for t in trainings}
+            assert folders == ({f"s{s}" for s in range(4)} if not want else {f"projection_{want[0][0]}"}), r.key
+
+
+def test_darts_pt_best_rows_are_the_avg_rows_trainings():
+    """Table 2's "best" is the best of the four trainings behind "avg" (reported, not selected): the same
+    stages; Table 4's DARTS-space cells are Table 2's."""
+    p = plan(DARTS_PT, FULL)
+    parts = {r.row: p.rows[r.key][1] for r in DARTS_PT if r.dataset == "cifar10"}
+    for avg, best in (("DARTS+PT (avg)*", "DARTS+PT (best)"), ("SDARTS-RS+PT (avg)*", "SDARTS-RS+PT (best)"),
+                      ("SGAS+PT (Crit.1 avg)*", "SGAS+PT (Crit.1 best)"), ("DARTS+PT (avg)*", "DARTS space: DARTS+PT"),
+                      ("DARTS (Liu et al., 2019)", "DARTS space: DARTS")):
+        assert parts[avg] == parts[best] and parts[best]["select"] is None
+
+
+def test_darts_pt_imagenet_cell_is_chosen_on_held_out_data():
+    """App. A.8: one of Table 2's four DARTS+PT cells, chosen by DARTS' protocol (a 100-epoch training of each
+    with 25,000 training images held out; the best validation accuracy), trained in the mobile setting."""
+    p = plan(DARTS_PT, FULL)
+    [row] = [r for r in DARTS_PT if r.dataset == "imagenet"]
+    parts = p.rows[row.key][1]
+    select = p.stages[parts["select"]]
+    genos = select.argv[select.argv.index("--genotypes") + 1:]
+    assert select.argv[:4] == ("-m", "reproduce.select", "--rule", "valid")
+    assert genos == tuple(f"{{out}}/darts_pt/darts/s{s}/projection_pt/genotype.json" for s in range(4))
+    short = [_darts_pt_args(p.stages[s]) for s in parts["short"]]
+    assert {(a.epochs, a.valid_size, a.layers) for a in short} == {(100, 25000, 20)}
+    [imagenet] = [_darts_pt_args(p.stages[s]) for s in parts["trainings"]]
+    assert (imagenet.dataset, imagenet.layers, imagenet.init_channels, imagenet.epochs) == ("imagenet", 14, 48, 250)
+
+
+def test_darts_pt_nas_bench_201_points_select_on_their_snapshot(tmp_path):
+    """Figs. 4, 8 and 9 and Table 4's NAS-Bench-201 rows: each point selects on the snapshot after x['epoch']
+    epochs (PT with x['proj_intv'] tuning epochs, or DARTS' magnitude choice without tuning) of four
+    100-epoch super-nets of its dataset that keep those snapshots; the cell is trained with the benchmark's
+    protocol, or read from the benchmark when its file is in --data (and then not trained)."""
+    p = plan(DARTS_PT, FULL)
+    figures_ = {f.figure: f for f in FIGURES if f.paper == "darts_pt"}
+    assert set(figures_) == {"Fig. 3", "Fig. 4", "Fig. 6", "Fig. 8", "Fig. 9"}
+    for name in ("Fig. 4", "Fig. 8", "Fig. 9"):
+        rows = figures_[name].rows
+        assert len({(r.dataset, r.x[figures_[name].xkey], r.x["series"]) for r in rows}) == len(rows)
+        for r in rows:
+            searches, steps, trainings = _darts_pt_row(p, r)
+            assert {(a.search_space, a.dataset, a.epochs, tuple(a.save_epochs)) for a in searches} == {
+                ("nb201", r.dataset, 100, (20, 40, 60, 80, 100))}, r.key
+            assert {a.method for a in searches} == {"blank" if "fix α" in r.row else "darts"}, r.key
+            mag = r.x["series"].startswith("DARTS (")
+            want = ("mag", 0, r.x["epoch"]) if mag else ("pt", r.x.get("proj_intv", 5), r.x["epoch"])
+            assert {(a.selection, a.proj_intv, a.from_epoch) for a in steps} == {want}, r.key
+            assert {t.dataset for t in trainings} == {r.dataset} and len(trainings) == 4, r.key
+    assert {r.dataset for r in figures_["Fig. 4"].rows} == {"cifar10", "cifar100"}
+    assert sorted(r.x["proj_intv"] for r in figures_["Fig. 9"].rows) == [0, 1, 2, 5, 10]
+    (tmp_path / "NAS-Bench-201-v1_0-e61699.pth").write_bytes(b"")
+    with_file = plan(DARTS_PT, Context(data=str(tmp_path), imagenet="/imagenet"))
+    for r in figures_["Fig. 4"].rows:
+        stages = [with_file.stages[s] for s in with_file.rows[r.key][1]["trainings"]]
+        assert {(s.kind, s.argv[0]) for s in stages} == {("lookup", "darts_pt/nb201_lookup.py")}, r.key
+
+
+def test_darts_pt_smoke_plan_is_small():
+    """--smoke runs one row of each kind: Table 3's spaces and datasets, the snapshots and tuning lengths of
+    Figs. 4, 8, 9 are points of the kinds of Tables 2 and 4; every figure keeps a row."""
+    p = plan(DARTS_PT, Context(smoke=True))
+    assert len(p.stages) <= 36
+    assert not [r.key for r in DARTS_PT if r.table == "Table 3" and r.key in p.rows][1:]
+    for f in FIGURES:
+        if f.paper == "darts_pt":
+            assert any(r.key in p.rows for r in f.rows), f.figure
