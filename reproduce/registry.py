@@ -361,7 +361,7 @@ class Plan:
     def _trainings(self, row, t, arch, seed, prefix, deps):
         ctx = self.ctx
         if t.lookup and ctx.has(t.lookup.file):
-            argv = (t.lookup.script, "--arch", arch, *data, *t.lookup.flags)
+            argv = (t.lookup.script, "--arch", arch, *ctx.dataset_flags(t.dataset), *t.lookup.flags)
             return [self.add(Stage(f"{prefix}-{t.label}-lookup", argv, deps, 0, "lookup"), row)]
         seeds = t.seeds if t.seeds is not None else (seed or 0,)
         names = []
