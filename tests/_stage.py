@@ -1,6 +1,8 @@
 """A stand-in stage for the engine tests, as fast as a process can be: it appends one JSON line per
 start and end to --record (name, time, attempt, CUDA_VISIBLE_DEVICES, torchrun's WORLD_SIZE),
-fails its first --fail attempts (counted in SAVE/attempts), sleeps --sleep seconds, and writes
+fails its first --fail attempts (counted in SAVE/attempts), sleeps --sleep seconds, or --steps
+steps of --sleep seconds each, one line per step in SAVE/steps.jsonl (with --resume it continues
+after the last one there, as a real stage continues from its checkpoint), and writes
 SAVE/summary.json last, as a real stage does. Under torchrun only rank 0 records and writes."""
 import argparse
 import json
@@ -16,6 +18,8 @@ p.add_argument("--record", required=True)
 p.add_argument("--sleep", type=float, default=0.0)
 p.add_argument("--fail", type=int, default=0, help="attempts that fail before one succeeds (-1: every one)")
 p.add_argument("--exit_code", type=int, default=3, help="of a failing attempt")
+p.add_argument("--steps", type=int, default=0)
+p.add_argument("--forget", action="store_true", help="exit 0 without writing summary.json")
 p.add_argument("--needs", nargs="*", default=[], help="files that must exist (the outputs of its dependencies)")
 a = p.parse_args()
 save = Path(a.save)
@@ -38,10 +42,18 @@ def record(event):
 
 record("start")
 missing = [n for n in a.needs if not Path(n).exists()]
-time.sleep(a.sleep)
+steps = save / "steps.jsonl"
+done = len(steps.read_text().splitlines()) if a.resume and steps.exists() else 0
+for step in range(done, a.steps):
+    time.sleep(a.sleep)
+    with open(steps, "a") as f:
+        f.write(json.dumps({"step": step, "attempt": attempt}) + "\n")
+if not a.steps:
+    time.sleep(a.sleep)
 if missing or a.fail < 0 or attempt <= a.fail:
     record("fail")
     print(f"stand-in stage failing (attempt {attempt}; missing {missing})")
     sys.exit(a.exit_code)
-(save / "summary.json").write_text(json.dumps({"attempt": attempt}))
+if not a.forget:
+    (save / "summary.json").write_text(json.dumps({"attempt": attempt}))
 record("end")

@@ -5,10 +5,13 @@ job script it would submit; the same code run by submitit's local backend)."""
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import ANY
 
 import pytest
 
@@ -17,9 +20,10 @@ from reproduce import engine
 from reproduce.registry import Stage
 
 
-def stage(name, deps=(), gpus=0, kind="search", hours=1.0, sleep=0.0, fail=0, needs=(), exit_code=3):
+def stage(name, deps=(), gpus=0, kind="search", hours=1.0, sleep=0.0, fail=0, needs=(), exit_code=3, steps=0,
+          forget=False):
     argv = ["tests/_stage.py", "--record", "{out}/record.jsonl", "--sleep", str(sleep), "--fail", str(fail),
-            "--exit_code", str(exit_code)]
+            "--exit_code", str(exit_code), "--steps", str(steps), *(["--forget"] if forget else [])]
     if needs:
         argv += ["--needs", *(f"{{out}}/{n}/summary.json" for n in needs)]
     return Stage(name, tuple(argv), tuple(deps), gpus, kind, hours)
@@ -30,12 +34,12 @@ def plan_of(*stages):
 
 
 def records(out):
-    """{name: {event: record}} of the stand-in stages (the last of each event)."""
+    """{name: {event: record}} of the stand-in stages (the first of each event)."""
     path = Path(out) / "record.jsonl"
     found = {}
     for line in path.read_text().splitlines() if path.exists() else []:
         r = json.loads(line)
-        found.setdefault(r["name"], {})[r["event"]] = r
+        found.setdefault(r["name"], {}).setdefault(r["event"], r)
     return found
 
 
@@ -46,7 +50,7 @@ def run(plan, out, executor, **kw):
 
 
 def test_dependencies_first_and_independent_stages_side_by_side(tmp_path):
-    p = plan_of(stage("s1", sleep=0.5), stage("s2", sleep=0.5),
+    p = plan_of(stage("s1", sleep=0.3), stage("s2", sleep=1.0), stage("s3", sleep=0.3),
                 stage("t1", ["s1"], kind="train", needs=["s1"]),
                 stage("sel", ["s1", "s2"], kind="select", hours=0, needs=["s1", "s2"]),
                 stage("t2", ["sel"], kind="train", needs=["sel"]))
@@ -97,12 +101,13 @@ def test_gpus_are_pinned_and_a_wide_stage_waits_for_them(tmp_path):
 def test_a_failed_stage_is_retried_and_leaves_independent_stages_finished(tmp_path):
     p = plan_of(stage("bad", fail=2), stage("after_bad", ["bad"], kind="train"), stage("flaky", fail=1),
                 stage("free", sleep=0.2), stage("after_free", ["free"], kind="train"),
-                stage("usage", fail=1, exit_code=engine.BAD_INPUT))
+                stage("usage", fail=1, exit_code=engine.BAD_INPUT), stage("silent", forget=True))
     r, lines = run(p, tmp_path, engine.LocalExecutor(jobs=2), retries=1)
     rec = records(tmp_path)
-    assert r.failed == {n: str(tmp_path / n / engine.CONSOLE) for n in ("bad", "usage")}
+    assert r.failed == {n: str(tmp_path / n / engine.CONSOLE) for n in ("bad", "usage", "silent")}
     assert r.state == {"bad": "failed", "after_bad": "blocked", "flaky": "done", "free": "done", "after_free": "done",
-                       "usage": "failed"}
+                       "usage": "failed", "silent": "failed"}
+    assert any("failed  silent (exit code 0 but no summary.json) after 2 attempts" in x for x in lines)
     assert rec["usage"]["fail"]["attempt"] == 1 and any("exit code 2: bad input, not retried" in x for x in lines)
     assert "after_bad" not in rec  # never started
     assert rec["flaky"]["end"]["attempt"] == 2 and rec["flaky"]["end"]["resume"]  # retried with --resume
@@ -114,9 +119,11 @@ def test_a_failed_stage_is_retried_and_leaves_independent_stages_finished(tmp_pa
     # running it again continues: the failed stage starts again (its third attempt succeeds), the rest is kept
     r, lines = run(p, tmp_path, engine.LocalExecutor(jobs=2), retries=1)
     rec2 = records(tmp_path)
-    assert r.failed == {} and set(r.state.values()) == {"done"}
+    assert {n for n, st in r.state.items() if st != "done"} == {"silent"}
     assert rec2["bad"]["end"]["attempt"] == 3 and "after_bad" in rec2 and rec2["usage"]["end"]["attempt"] == 2
-    assert rec2["free"] == rec["free"] and rec2["flaky"] == rec["flaky"]  # finished stages not run again
+    assert r.failed == {"silent": ANY}
+    starts = [json.loads(x)["name"] for x in (tmp_path / "record.jsonl").read_text().splitlines() if '"start"' in x]
+    assert starts.count("free") == 1 and starts.count("flaky") == 2  # finished stages are not run again
 
 
 def test_a_folder_held_by_another_process_is_not_run_twice(tmp_path):
@@ -140,6 +147,51 @@ def test_a_folder_held_by_another_process_is_not_run_twice(tmp_path):
     assert r.failed == {} and set(r.state.values()) == {"done"}
     assert "x" not in rec and "y" in rec and "after_x" in rec
     assert sum("waits   x" in line for line in lines) == 1 and any("done    x (by the other process)" in line for line in lines)
+
+
+DRIVER = """
+import sys
+from types import SimpleNamespace
+sys.path.insert(0, {root!r})
+from reproduce import engine
+from reproduce.registry import Stage
+long = Stage("long", {long!r})
+after = Stage("after", {after!r}, ("long",), kind="train")
+engine.run(SimpleNamespace(stages={{"long": long, "after": after}}), sys.argv[1], engine.LocalExecutor(jobs=2),
+           echo=lambda line: print(line, flush=True), tick=0.02)
+"""
+
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    """Kill the driver while its stage runs: the stage goes on alone and holds its folder, so a
+    second driver waits for it instead of running it too. Kill the stage as well: the second
+    driver starts it again with --resume, it continues after its last step (none is repeated),
+    and the plan finishes."""
+    code = DRIVER.format(root=str(ROOT), long=stage("long", steps=10, sleep=0.3).argv,
+                         after=stage("after", needs=["long"]).argv)  # a driver that imports nothing heavy
+    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    steps = tmp_path / "long" / "steps.jsonl"
+    deadline = time.time() + 60
+    while (not steps.exists() or len(steps.read_text().splitlines()) < 2) and time.time() < deadline:
+        time.sleep(0.02)
+    first.kill()
+    first.wait()
+    lock = engine.Lock(tmp_path / "long" / engine.LOCK)
+    assert lock.held() and not (tmp_path / "long" / "summary.json").exists()
+    second = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in second.stdout:
+        lines.append(line)
+        if " waits " in line or " start " in line:
+            break
+    assert "waits   long: another process holds its folder" in lines[-1], lines
+    os.killpg(lock.holder()["pid"], signal.SIGKILL)  # the stage dies too
+    rest = second.communicate(timeout=60)[0]
+    assert second.returncode == 0 and "start   long on CPU" in rest and "done    after" in rest, rest
+    done = [json.loads(x) for x in steps.read_text().splitlines()]
+    assert [d["step"] for d in done] == list(range(10))  # every step once: continued, not redone
+    assert done[0]["attempt"] == 1 and done[-1]["attempt"] == 2
+    assert records(tmp_path)["long"]["end"]["resume"]
 
 
 def test_estimate_and_eta():
@@ -239,6 +291,7 @@ def test_a_preempted_slurm_job_is_requeued_as_the_same_stage(tmp_path):
     assert pickle.loads(pickle.dumps(job)).proc is None
     (tmp_path / "s" / "summary.json").write_text("{}")
     assert again.function() == 0  # finished meanwhile: the requeued job does not run it again
+    assert (tmp_path / "s" / engine.CONSOLE).read_text().count("==== ") == 1
 
 
 def test_submitit_local_backend_runs_the_same_dag(tmp_path):

@@ -1,9 +1,9 @@
 """run_all.sh end to end: the smoke plan (one row of every kind of experiment) run two stages at a
-time on the CPUs, a second run that keeps everything, resume after the driver is killed, --plan on
-a half-finished folder, and every bad option stopped before the first stage with one line."""
+time on the CPUs, a second run that keeps everything, --plan on a half-finished folder, datasets
+downloaded once, and every bad option stopped before the first stage with one line. (Resume after
+the driver is killed: tests/test_engine.py.)"""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -73,38 +73,6 @@ def test_a_second_run_keeps_every_finished_stage(smoke):
     assert f"{n} stages, {n} done already" in again and " start " not in again
     after = {p: p.stat().st_mtime for p in before}
     assert after == before  # nothing in any stage folder was written again
-
-
-def test_resume_after_the_driver_is_killed(tmp_path):
-    """Kill the driver inside DARTS-PD's search (after its stage 1): the search goes on alone and
-    holds its folder, so a second driver waits for it instead of running it too; kill the search as
-    well: the second driver runs it again with --resume, from its checkpoint (stage 1 is not
-    repeated), and finishes the plan."""
-    cmd = ["bash", str(ROOT / "run_all.sh"), "--smoke", "--methods", "darts_pd", "--jobs", "2", "--out", str(tmp_path)]
-    env = {**ENV, "PYTHON": sys.executable}
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    search = tmp_path / "darts_pd" / "cifar10" / "s0"
-    deadline = time.time() + 600
-    while not (search / "stage1" / "summary.json").exists() and time.time() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    first.kill()  # the driver only (bash exec'd it): its stage runs on in its own session
-    first.wait()
-    assert not (search / "summary.json").exists(), "the search ended before the driver was killed"
-    holder = json.loads((search / engine.LOCK).read_text())
-    second = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in second.stdout:
-        lines.append(line)
-        if "waits   darts_pd/cifar10/s0" in line:
-            break
-    assert lines and "waits" in lines[-1], "".join(lines)
-    os.killpg(holder["pid"], signal.SIGKILL)  # the search dies too
-    rest = second.communicate(timeout=900)[0]
-    assert second.returncode == 0, "".join(lines) + rest
-    assert "start   darts_pd/cifar10/s0 on CPU" in rest
-    assert "resuming from" in (search / "log.txt").read_text()
-    assert len((search / "stage1" / "metrics.jsonl").read_text().splitlines()) == 1  # stage 1 not repeated
-    assert (search / engine.CONSOLE).read_text().count("==== ") == 2
 
 
 def test_plan_on_a_half_finished_folder(tmp_path, capsys):
