@@ -8,6 +8,7 @@ runtime is left out. For that CPU figure glibc serves every allocation over 128 
 mapping during the warm-up (`mallopt`), so that resident memory follows live memory; the timed
 calls run with the largest threshold, so allocations are recycled as usual.
 Time: the median wall time of the `repeats` calls after the warm-up (CUDA synchronised).
+`largest_batch` finds the largest batch that fits (doubling, then bisection).
 """
 import ctypes
 import re
@@ -55,3 +56,27 @@ def measure(step, device, warmup=3, repeats=10):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return statistics.median(times), peak
+
+
+def largest_batch(fits, start, resolution=1):
+    """The largest batch for which `fits(batch)` returns a measurement rather than None, searched as
+    one does by hand: double `start` while it fits, then bisect between the last batch that fit and
+    the first that did not until they are `resolution` apart. Returns (largest batch, largest
+    start * 2^m that fits, {batch: fits(batch) for every batch tried}); the batches are None when
+    `start` does not fit."""
+    tried = {}
+
+    def ok(batch):
+        tried[batch] = fits(batch)
+        return tried[batch] is not None
+
+    if not ok(start):
+        return None, None, tried
+    low = start
+    while ok(2 * low):
+        low *= 2
+    doubled, high = low, 2 * low
+    while high - low > resolution:
+        mid = (low + high) // 2
+        low, high = (mid, high) if ok(mid) else (low, mid)
+    return low, doubled, tried

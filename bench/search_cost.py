@@ -10,14 +10,21 @@ process above its baseline, see bench/measure.py). Every configuration runs in i
 process. The reference is a first-order DARTS step (DARTS-PT's super-net, 7 ops): every figure is
 also a ratio to it.
 
+`--max_batch` adds the other two columns of EnTranNAS' Table 3: the largest batch that fits
+(doubling from `--batch_size`, then bisection; every try in a fresh process, stopped by CUDA running
+out of memory or by a peak over `--memory_limit_MB`) and the cost of a search at that batch,
+estimated as its median step time x `--search_epochs` x ceil(`--train_images` / batch).
+
   python -m bench.search_cost                       # CPU or the GPU, full size; bench/results/<device>.md|.json
   python -m bench.search_cost --device cuda --amp   # float16 autocast where a method supports it
   python -m bench.search_cost --quick               # every configuration at a tiny size, in about a minute
   python -m bench.search_cost --only msg_das,darts_pd   # configurations whose name contains a string
   python -m bench.search_cost --resume              # go on after an interruption (results are written per configuration)
+  python -m bench.search_cost --device cuda --only entrannas --max_batch --memory_limit_MB 11264   # Table 3, a 1080 Ti
 """
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -28,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from bench.measure import measure
+from bench.measure import largest_batch, measure
+from common.utils import die
 
 RESULTS = Path(__file__).with_name("results")
 NUM_CLASSES = 10
@@ -45,8 +53,6 @@ def _search_step(module, flags, opts, device):
     import importlib
     ts = importlib.import_module(f"{module}.train_search")
     args = ts.parse_args([*flags, *_common(opts)])
-    if module == "darts_pd":
-        args = ts.resolve(args, 1)
     searcher = ts.Searcher(args, NUM_CLASSES, device)
     searcher.start_epoch(args.epochs - 1)
     train, valid = _batches(opts, device)
@@ -76,8 +82,8 @@ def _projection_decision(opts, device):
 def _fair_step(opts, device):
     """DARTS-PD stage 2: one strictly fair step, the k = 2 paths of a group on one batch."""
     from darts_pd.train_search import FairTrainer, parse_args
-    args = parse_args([*_common(opts), "--pruned", "random"])
-    trainer = FairTrainer(args, NUM_CLASSES, device)
+    args = parse_args([*_common(opts), "--pruned", "random", "--fair_batch_size", str(opts.batch_size)])
+    trainer = FairTrainer(args, NUM_CLASSES, device, steps_per_epoch=1)
     trainer.start_epoch(0)
     batch = _batches(opts, device, 1)[0]
     return lambda: trainer.step(batch)
@@ -88,11 +94,12 @@ def _es_generation(opts, device):
     after BN re-estimation on `bn_batches` batches) with a fitness split of `es_images` images."""
     from darts_pd.train_search import FairTrainer, PathSearch, parse_args
     args = parse_args([*_common(opts), "--pruned", "random", "--subset", str(2 * opts.es_images),
-                       "--population", str(opts.population), "--mutations", str(opts.population // 2),
+                       "--fair_batch_size", str(opts.batch_size), "--population", str(opts.population),
+                       "--mutations", str(opts.population // 2),
                        "--crossovers", str(opts.population - opts.population // 2),
                        "--bn_batches", str(opts.bn_batches), "--eval_layers", str(opts.layers),
-                       "--eval_init_channels", str(opts.init_channels), "--buckets", "0", "inf"])
-    search = PathSearch(args, NUM_CLASSES, device, supernet=FairTrainer(args, NUM_CLASSES, device).net)
+                       "--eval_init_channels", str(opts.init_channels)])
+    search = PathSearch(args, NUM_CLASSES, device, supernet=FairTrainer(args, NUM_CLASSES, device, 1).net)
     return search.generation
 
 
@@ -103,8 +110,7 @@ def _method(module, *flags):
 
 CONFIGS = {
     "darts (reference)": ("first-order DARTS, 7 ops", _method("darts_pt", "--method", "darts")),
-    "entrannas darts-like": ("EnTranNAS Table 3 row 1: all cells Engine", _method(
-        "entrannas", "--engine", "all", "--no-feature_sharing", "--bottleneck", "1")),
+    "entrannas darts-like": ("EnTranNAS Table 3 row 1: the DARTS super-net (--darts)", _method("entrannas", "--darts")),
     "entrannas +engine/transit": ("Table 3 row 2", _method("entrannas", "--no-feature_sharing", "--bottleneck", "1")),
     "entrannas +feature sharing": ("Table 3 row 3", _method("entrannas", "--bottleneck", "1")),
     "entrannas +bottleneck": ("Table 3 row 4 = EnTranNAS", _method("entrannas")),
@@ -119,7 +125,8 @@ CONFIGS = {
     "darts_pd ES generation": ("one ES generation (see --population, --es_images)", _es_generation),
     "d_darts L_F": ("D-DARTS, L_F only (w_abl 0)", _method("d_darts", "--w_abl", "0")),
     "d_darts L_AB constant": ("Sec. 5.3: constant ablation loss", _method("d_darts", "--ablation_loss", "constant")),
-    "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss", _method("d_darts")),
+    "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss",
+                                    _method("d_darts", "--ablation_loss", "differentiable")),
 }
 ONE_SHOT = {"darts_pd ES generation"}  # long steps: one warm-up (memory), one timed
 
@@ -133,6 +140,60 @@ def run_config(name, opts):
     warmup, repeats = (1, 1) if name in ONE_SHOT else (opts.warmup, opts.repeats)
     seconds, peak = measure(step, device, warmup, repeats)
     return {"name": name, "what": CONFIGS[name][0], "time_s": seconds, "peak_memory_MB": peak / 2 ** 20}
+
+
+def try_batch(name, opts, batch):
+    """In a fresh process: `name` measured at `batch`, or None when it does not fit (CUDA out of
+    memory, or a peak over --memory_limit_MB; on CUDA the allocator is capped at that limit)."""
+    opts = argparse.Namespace(**{**vars(opts), "batch_size": batch})
+    if opts.device == "cuda" and opts.memory_limit_MB:
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, opts.memory_limit_MB * 2 ** 20 / total))
+    try:
+        r = run_config(name, opts)
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or cuDNN / cuBLAS failing to allocate
+        if isinstance(e, torch.cuda.OutOfMemoryError) or "ALLOC_FAILED" in str(e):
+            return None
+        raise
+    return None if opts.memory_limit_MB and r["peak_memory_MB"] > opts.memory_limit_MB else r
+
+
+def search_days(step_s, batch, opts):
+    """A search's cost in days of one device, from its step time: --search_epochs epochs of
+    ceil(--train_images / batch) steps."""
+    return step_s * opts.search_epochs * math.ceil(opts.train_images / batch) / 86400
+
+
+def max_batch(name, opts, trial):
+    """EnTranNAS Table 3 for one configuration: memory at --batch_size ("Memory"), the largest batch
+    that fits ("Batchsize"; also the largest --batch_size * 2^m, the paper's x1/x2/x4/x8) and the
+    estimated search cost at each ("Cost"). `trial(name, opts, batch)` is `try_batch` in a fresh process."""
+    batch, doubled, tried = largest_batch(lambda b: trial(name, opts, b), opts.batch_size)
+    row = {"name": name, "what": CONFIGS[name][0], "batch": batch, "batch_doubling": doubled,
+           "tried": {str(b): r and r["peak_memory_MB"] for b, r in tried.items()}}
+    if batch is None:
+        return {**row, "time_s": None, "peak_memory_MB": None}
+    first = tried[opts.batch_size]
+    for key, b in (("", batch), ("_doubling", doubled)):
+        row[f"step_s{key}"] = tried[b]["time_s"]
+        row[f"search_days{key}"] = search_days(tried[b]["time_s"], b, opts)
+    return {**row, "time_s": first["time_s"], "peak_memory_MB": first["peak_memory_MB"]}
+
+
+def max_batch_table(results, info, command, opts):
+    lines = [f"# Largest batch that fits and the search cost there ({info['device']}"
+             f"{', limit ' + str(opts.memory_limit_MB) + ' MB' if opts.memory_limit_MB else ''})", "",
+             f"`{command}`", "", ", ".join(f"{k}: {v}" for k, v in info.items()), "",
+             f"| configuration | what | peak MB at {opts.batch_size} | largest batch | largest {opts.batch_size} x 2^m "
+             "| ms / step there | search days there | search days at the 2^m batch |", "|---" * 8 + "|"]
+    for r in results:
+        if r["batch"] is None:
+            lines.append(f"| {r['name']} | {r['what']} | does not fit | | | | | |")
+            continue
+        lines.append(f"| {r['name']} | {r['what']} | {r['peak_memory_MB']:.0f} | {r['batch']} | {r['batch_doubling']} "
+                     f"(x{r['batch_doubling'] // opts.batch_size}) | {1000 * r['step_s']:.1f} | "
+                     f"{r['search_days']:.3f} | {r['search_days_doubling']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def machine(opts):
@@ -185,9 +246,19 @@ def parse_args(argv=None):
     p.add_argument("--out", help="folder of the results (default bench/results, not written in --quick mode)")
     p.add_argument("--resume", action="store_true",
                    help="keep the configurations already measured in the results file of this device")
+    p.add_argument("--max_batch", action="store_true",
+                   help="EnTranNAS Table 3: also the largest batch that fits and the search cost at it")
+    p.add_argument("--memory_limit_MB", type=float,
+                   help="with --max_batch: the memory a batch must fit in (needed on a CPU; on CUDA it caps "
+                        "the allocator, e.g. 11264 for a GTX 1080 Ti; default: the whole GPU)")
+    p.add_argument("--search_epochs", type=int, default=50, help="with --max_batch: epochs of the estimated search")
+    p.add_argument("--train_images", type=int, default=25000,
+                   help="with --max_batch: images per search epoch (CIFAR-10's weight half: 25000)")
     opts = p.parse_args(argv)
     if opts.device == "auto":
         opts.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if opts.max_batch and opts.device == "cpu" and not opts.memory_limit_MB:
+        die("--max_batch on a CPU needs --memory_limit_MB: there is no out-of-memory error to stop at")
     if opts.quick:
         opts.layers, opts.init_channels, opts.image_size, opts.batch_size = 5, 4, 16, 8
         opts.warmup, opts.repeats, opts.population, opts.es_images, opts.bn_batches = 1, 1, 2, 16, 1
@@ -200,6 +271,8 @@ def main(argv=None):
     info = machine(opts)
     command = "python -m bench.search_cost " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
     stem = opts.device + (f"-{info['gpu'].replace(' ', '-')}" if "gpu" in info else "") + ("-amp" if opts.amp else "")
+    if opts.max_batch:
+        stem += "-max_batch" + (f"-{opts.memory_limit_MB:g}MB" if opts.memory_limit_MB else "")
     out = Path(opts.out or RESULTS) / stem if opts.out or not opts.quick else None
     done = {}
     if opts.resume and out and out.with_suffix(".json").exists():
@@ -210,21 +283,32 @@ def main(argv=None):
     for name in names:
         if name in done:
             r = done[name]
+        elif opts.max_batch:
+            r = max_batch(name, opts, lambda *a: fresh(ctx, try_batch, a))
         else:
-            with ctx.Pool(1) as pool:  # a fresh process per configuration: its memory peak is its own
-                r = pool.apply(run_config, (name, opts))
+            r = fresh(ctx, run_config, (name, opts))
         results.append(r)
-        print(f"{name:32s} {1000 * r['time_s']:9.1f} ms/step {r['peak_memory_MB']:9.0f} MB", flush=True)
+        if r["time_s"] is None:
+            print(f"{name:32s} does not fit at batch {opts.batch_size}", flush=True)
+        else:
+            print(f"{name:32s} {1000 * r['time_s']:9.1f} ms/step {r['peak_memory_MB']:9.0f} MB"
+                  + (f"   largest batch {r['batch']}" if opts.max_batch else ""), flush=True)
         if out:  # after every configuration, so that --resume can go on from an interrupted run
             out.parent.mkdir(parents=True, exist_ok=True)
             out.with_suffix(".json").write_text(json.dumps({"machine": info, "command": command, "results": results},
                                                            indent=1) + "\n")
-    md = table(results, info, command)
+    md = max_batch_table(results, info, command, opts) if opts.max_batch else table(results, info, command)
     print(md)
     if out:
         out.with_suffix(".md").write_text(md)
         print(f"written {out}.md and .json")
     return results
+
+
+def fresh(ctx, fn, args):
+    """fn(*args) in a fresh process: its memory peak is its own."""
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""One genotype type for all five methods, its JSON form, the DARTS text form, DOT export.
+"""One genotype type for all five methods, its JSON form, the text forms, DOT export.
 
 A cell is a list of intermediate nodes; a node is a list of (op, input) pairs
 and sums their outputs. States are numbered as in DARTS: the cell inputs first
@@ -198,26 +198,25 @@ def _ops_list(node):
     return tuple(tuple(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
 
 
-def _concat(node):
+def _concat(node, what="a concat"):
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
             and not node.keywords and 1 <= len(node.args) <= 2:
         return tuple(range(*(_literal(a, "a range bound") for a in node.args)))
     if isinstance(node, (ast.List, ast.Tuple)):
-        return tuple(_literal(e, "a concat index") for e in node.elts)
-    raise GenotypeError("not a DARTS genotype: a concat is a list of integers or range(a, b)")
+        return tuple(_literal(e, f"{what} index") for e in node.elts)
+    raise GenotypeError(f"not a DARTS genotype: {what} is a list of integers or range(a, b)")
 
 
-def parse_darts_text(text):
-    """Parse `Genotype(normal=[...], normal_concat=..., reduce=[...], reduce_concat=...)`
-    from its syntax tree; nothing is evaluated, anything else is rejected."""
+def _call_fields(text, name, names):
+    """The arguments of the call `name(...)` that `text` is, by field name (positional ones in the
+    order of `names`), from its syntax tree; anything but such a call is rejected."""
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
         raise GenotypeError("not a DARTS genotype: the text does not parse") from None
-    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "Genotype"):
-        raise GenotypeError("not a DARTS genotype: expected Genotype(normal=..., reduce=...)")
-    names = ("normal", "normal_concat", "reduce", "reduce_concat")
-    if len(tree.args) > 4:
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == name):
+        raise GenotypeError(f"not a DARTS genotype: expected {name}({', '.join(f'{n}=...' for n in names)})")
+    if len(tree.args) > len(names):
         raise GenotypeError("not a DARTS genotype: too many arguments")
     fields = dict(zip(names, tree.args))
     for kw in tree.keywords:
@@ -226,9 +225,80 @@ def parse_darts_text(text):
         fields[kw.arg] = kw.value
     if set(fields) != set(names):
         raise GenotypeError(f"not a DARTS genotype: missing {', '.join(sorted(set(names) - set(fields)))}")
+    return fields
+
+
+def parse_darts_text(text):
+    """Parse `Genotype(normal=[...], normal_concat=..., reduce=[...], reduce_concat=...)`
+    from its syntax tree; nothing is evaluated, anything else is rejected."""
+    fields = _call_fields(text, "Genotype", ("normal", "normal_concat", "reduce", "reduce_concat"))
     normal = Cell(_ops_list(fields["normal"]), _concat(fields["normal_concat"]))
     reduce = Cell(_ops_list(fields["reduce"]), _concat(fields["reduce_concat"]))
     return Genotype(normal, reduce).validate()
+
+
+def compact_cell(nodes, concat=None, num_inputs=2):
+    """A Cell from `nodes` (nodes[i]: the (op, input) pairs of state num_inputs + i) where some
+    nodes may have no input: such a node is dropped with the ops that read it (which can leave
+    later nodes without input too), and the states that remain are renumbered in order. The cell
+    outputs the remaining states of `concat` (default: every remaining node). None if no node remains."""
+    renamed, kept = {j: j for j in range(num_inputs)}, []
+    for i, pairs in enumerate(nodes):
+        pairs = tuple((op, renamed[j]) for op, j in pairs if j in renamed)
+        if pairs:
+            renamed[num_inputs + i] = num_inputs + len(kept)
+            kept.append(pairs)
+    if not kept:
+        return None
+    concat = range(num_inputs, num_inputs + len(nodes)) if concat is None else concat
+    return Cell(tuple(kept), tuple(renamed[c] for c in concat if c in renamed), num_inputs)
+
+
+def _triples(node, k):
+    if not isinstance(node, (ast.List, ast.Tuple)):
+        raise GenotypeError(f"not a DARTS genotype: genes[{k}] must be a list of (op, node, input) triples")
+    triples = []
+    for item in node.elts:
+        if not isinstance(item, ast.Tuple) or len(item.elts) != 3:
+            raise GenotypeError(f"not a DARTS genotype: genes[{k}] holds an entry that is not (op, node, input)")
+        op, to, j = (_literal(e, "an (op, node, input) entry") for e in item.elts)
+        if not (isinstance(op, str) and isinstance(to, int) and isinstance(j, int)) or not 0 <= j < to:
+            raise GenotypeError(f"not a DARTS genotype: genes[{k}] entry {(op, to, j)} is not "
+                                "('op_name', node, input) with input < node")
+        triples.append((op, to, j))
+    return triples
+
+
+def parse_nested_text(text):
+    """Parse the per-cell text form `Genotype_nested(genes=[[('op', node, input), ...], ...],
+    concat=range(2, 6), reductions=[...])`, one gene list per layer, as published in other
+    repositories. The network that reads this form sums each node's ops, skips a node no op
+    writes together with the ops that read it, and outputs the nodes that remain: `compact_cell`."""
+    fields = _call_fields(text, "Genotype_nested", ("genes", "concat", "reductions"))
+    if not isinstance(fields["genes"], (ast.List, ast.Tuple)) or not fields["genes"].elts:
+        raise GenotypeError("not a DARTS genotype: genes must be a non-empty list of per-layer lists")
+    concat = _concat(fields["concat"])
+    cells = []
+    for k, gene in enumerate(fields["genes"].elts):
+        triples = _triples(gene, k)
+        nodes = [[] for _ in range(max([to for _, to, _ in triples], default=1) - 1)]
+        for op, to, j in triples:
+            nodes[to - 2].append((op, j))
+        cell = compact_cell(nodes, concat)
+        if cell is None:
+            raise GenotypeError(f"not a DARTS genotype: genes[{k}] has no op")
+        cells.append(cell)
+    return Genotype(cells=tuple(cells), reductions=_concat(fields["reductions"], "reductions")).validate()
+
+
+def parse_text(text):
+    """The text forms: DARTS `Genotype(...)`, per-cell `Genotype_nested(...)`, NAS-Bench-201 `|op~0|+...`."""
+    text = text.strip()
+    if text.startswith("Genotype_nested("):
+        return parse_nested_text(text)
+    if text.startswith("|"):
+        return Genotype(normal=parse_nb201(text))
+    return parse_darts_text(text)
 
 
 def to_darts_text(g):
@@ -307,32 +377,30 @@ def published():
         while "alias" in target:
             target = entries[target["alias"]]
         g = target["genotype"]
-        g = parse_darts_text(g) if isinstance(g, str) and not g.startswith("|") else \
-            Genotype(normal=parse_nb201(g)) if isinstance(g, str) else from_dict(g)
+        g = parse_text(g) if isinstance(g, str) else from_dict(g)
         source = entry["source"] if "alias" not in entry else f"= {entry['alias']}"
         out[name] = (g, source)
     return out
 
 
 def load(arch):
-    """A published name, a JSON file, the DARTS text form or a NAS-Bench-201 string."""
+    """A published name, a JSON file, a text form (`parse_text`) or a file holding one."""
     arch = str(arch).strip()
     if arch in published():
         return published()[arch][0]
-    if arch.startswith("Genotype("):
-        return parse_darts_text(arch)
-    if arch.startswith("|"):
-        return Genotype(normal=parse_nb201(arch))
+    if arch.startswith(("Genotype(", "Genotype_nested(", "|")):
+        return parse_text(arch)
     path = Path(arch)
     if not path.is_file():
         raise GenotypeError(f"{arch!r} is neither a published genotype (python -m common.genotypes list), "
-                            "a JSON file, a DARTS Genotype(...) text nor a NAS-Bench-201 string")
+                            "a file, a Genotype(...) / Genotype_nested(...) text nor a NAS-Bench-201 string")
     try:
-        d = json.loads(path.read_text())
+        text = path.read_text()
+        if text.lstrip().startswith(("Genotype(", "Genotype_nested(", "|")):  # a text form saved to a file
+            return parse_text(text)
+        return from_dict(json.loads(text))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
-    try:
-        return from_dict(d)
     except GenotypeError as e:
         raise GenotypeError(f"{path}: {e}") from None
 
@@ -340,9 +408,10 @@ def load(arch):
 # ---------------------------------------------------------------- derivation
 
 def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
-    """The DARTS rule: per node, the `k` input edges with the largest non-`none` weight; on each,
-    the arg-max non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node
-    by node, inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
+    """The DARTS rule (Liu et al., 2019, Sec. 2.4): per node, the `k` input edges with the largest
+    non-`none` weight, strongest first (as DARTS' genotype() lists them); on each, the arg-max
+    non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node by node,
+    inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
     nodes, e = [], 0
     for i in range(steps):
         n_in = num_inputs + i
@@ -353,7 +422,7 @@ def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
             o = max(cand, key=lambda o: (w[o], -o))
             best.append((w[o], j, ops[o]))
         chosen = sorted(best, key=lambda t: (-t[0], t[1]))[:k]
-        nodes.append(tuple((op, j) for _, j, op in sorted(chosen, key=lambda t: t[1])))
+        nodes.append(tuple((op, j) for _, j, op in chosen))
         e += n_in
     return Cell(tuple(nodes), tuple(range(num_inputs, num_inputs + steps)), num_inputs)
 
@@ -409,11 +478,11 @@ def export(folder, g, stem="genotype", **meta):
 
 def main(argv=None):
     from common.network import build_network
-    from common.utils import count_madds, count_params, die
+    from common.utils import count_madds, count_madds_thop, count_params, die
 
     parser = argparse.ArgumentParser(prog="python -m common.genotypes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds")
+    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds (conv + fc, and thop's)")
     show.add_argument("arch", help="published name, JSON file, DARTS text or NAS-Bench-201 string")
     show.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "svhn", "imagenet"])
     show.add_argument("--layers", type=int, default=None, help="default: 20 on CIFAR, 14 on ImageNet")
@@ -448,7 +517,8 @@ def main(argv=None):
         Path(args.dot).write_text(to_dot(g, Path(args.arch).stem))
     print(json.dumps({"kind": g.kind, "dataset": args.dataset, "layers": layers, "init_channels": C,
                       "params_M": round(count_params(model), 4),
-                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2)}))
+                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2),
+                      "mult_adds_thop_M": round(count_madds_thop(model, (1, 3, size, size)), 2)}))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ A method supplies a *searcher*, an object with:
   end_epoch(epoch, valid_queue)       a dict of per-epoch records (validation accuracy, alphas, ...)
   state_dict() / load_state_dict(d)   everything needed to continue exactly
   genotype()                          the architecture derived now
+  finish(save) (optional)             write further outputs at the end; returns entries for summary.json
 
 `Checkpointed` writes the last two from the names of a searcher's parts; `frozen_bn_stats` is for
 the extra forwards of a search step that must not change the super-net.
@@ -122,7 +123,8 @@ def search_loop(args, searcher, train_queue, valid_queue, save, device, method, 
         cost = search_cost(time.time() - t0, device)
         export(save, genotype, method=method, epochs=args.epochs, seed=args.seed, dataset=args.dataset,
                **cost, **meta)
-        write_summary(save, cost, method=method, genotype=str(genotype), epochs=args.epochs)
+        extra = searcher.finish(save) if hasattr(searcher, "finish") else {}
+        write_summary(save, cost, method=method, genotype=str(genotype), epochs=args.epochs, **extra)
     log.info("final genotype %s", genotype)
     return genotype
 

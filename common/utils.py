@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 log = logging.getLogger("dnas")
@@ -271,12 +272,53 @@ def count_params(model, exclude="auxiliary"):
     return sum(p.numel() for n, p in model.named_parameters() if exclude not in n) / 1e6
 
 
-def count_madds(model, input_size):
-    """Millions of multiply-adds for one forward pass in eval mode (no auxiliary head)."""
+def _forward_zeros(model, input_size):
+    """One forward of zeros in eval mode (so without the auxiliary head), the mode restored after."""
     was_training = model.training
     model.eval()
-    p = next(model.parameters())
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    p = next(model.parameters(), torch.zeros(()))
+    with torch.no_grad():
         model(torch.zeros(input_size, device=p.device, dtype=p.dtype))
     model.train(was_training)
+
+
+def count_madds(model, input_size):
+    """Millions of multiply-adds of the convolutions and linear layers for one forward pass in eval
+    mode (no auxiliary head), the convention of the CIFAR-10 numbers the papers print: DARTS_V2 528M
+    (printed: 528M), PC-DARTS 557M (printed: 558M)."""
+    with FlopCounterMode(display=False) as counter:
+        _forward_zeros(model, input_size)
     return counter.get_total_flops() / 2 / 1e6
+
+
+def _thop_ops(m, x, y):
+    x = x[0]
+    if isinstance(m, nn.Conv2d):
+        return y.numel() * (m.in_channels // m.groups) * m.weight[0, 0].numel()
+    if isinstance(m, nn.Linear):
+        return y.numel() * m.in_features
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return x.numel() * (4 if m.affine else 2)
+    if isinstance(m, nn.AvgPool2d):
+        return y.numel()
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return y.numel() * (x[0, 0].numel() // y[0, 0].numel() + 1)
+    return 0
+
+
+def count_madds_thop(model, input_size):
+    """Millions of multiply-adds as thop (pytorch-OpCounter) counts them, the counter behind
+    PC-DARTS' 597M (it gives 599.5M): per leaf module, convolutions as `count_madds`, plus BatchNorm
+    at 2 per element (4 with affine parameters) and average pooling at 1 per output (adaptive
+    pooling: its window + 1); ReLU, max pooling and functional operations (node sums) count 0."""
+    total = [0]
+
+    def hook(m, x, y):
+        total[0] += _thop_ops(m, x, y)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(m.children())]
+    try:
+        _forward_zeros(model, input_size)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] / 1e6

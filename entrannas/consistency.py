@@ -4,15 +4,21 @@ Table 1: for finished searches, the validation accuracy of the super-net as it w
 its child-net, the same weights running only the derived paths in every cell (the accuracy drop
 measures the gap between the architecture in search and in evaluation). The validation set is
 the search split's architecture half (CIFAR: the second half of the training set), without
-augmentation. The result is also written to RUN/consistency.json.
+augmentation. A search records both after its last epoch (`supernet_valid_top1`,
+`childnet_valid_top1` in the last line of its metrics.jsonl); for a run folder without them they
+are computed here from its checkpoint.
 
 Table 2: the Kendall rank correlation between the super-net accuracies of several searches and
 the accuracies of their genotypes retrained from scratch (`train.py`), computed here (tau-b,
-equal to Kendall's 1938 tau when there are no ties).
+equal to Kendall's 1938 tau when there are no ties). The searches are EnTranNAS, EnTranNAS-DST or
+DARTS (`train_search.py --darts`) run folders; `--supernet_key valid_top1` takes the super-net
+accuracy that another method's search logged instead, e.g. PC-DARTS' from DARTS-PD's stage 1
+(`RUN/stage1`: the super-net evaluated on the validation split after its last epoch).
 
 Usage:
-  python entrannas/consistency.py table1 RUN_first RUN_last RUN_half RUN_all [--data DIR]
-  python entrannas/consistency.py kendall --search S1 S2 ... --retrained E1 E2 ... [--metric final_top1]
+  python entrannas/consistency.py table1 RUN_first RUN_last RUN_half RUN_darts [--data DIR]
+  python entrannas/consistency.py kendall --search S1 S2 ... --retrained E1 E2 ... [--metric final_top1] [--out K.json]
+  python entrannas/consistency.py kendall --search PD1/stage1 ... --retrained E1 ... --supernet_key valid_top1
 """
 import argparse
 import json
@@ -21,16 +27,14 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from torch.utils.data import Subset
-
 if __package__ in (None, ""):  # run as `python entrannas/consistency.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.data import search_loaders, transforms  # noqa: E402
-from common.train_eval import evaluate  # noqa: E402
-from common.utils import die, get_device, load_checkpoint  # noqa: E402
-from entrannas.model_search import ChildNet  # noqa: E402
+from common.data import search_loaders  # noqa: E402
+from common.utils import MetricsLog, die, get_device, load_checkpoint  # noqa: E402
 from entrannas.train_search import Searcher  # noqa: E402
+
+KEYS = ("supernet_valid_top1", "childnet_valid_top1")
 
 
 def load_search(run, data=None, device="auto", workers=None):
@@ -46,10 +50,6 @@ def load_search(run, data=None, device="auto", workers=None):
         args.workers = workers
     dev = get_device(args.device)
     _, valid_queue, num_classes = search_loaders(args)
-    base = valid_queue.dataset
-    while isinstance(base, Subset):
-        base = base.dataset
-    base.transform = transforms(args.dataset, False, 0, args.image_size)  # the images without augmentation
     searcher = Searcher(args, num_classes, dev)
     ckpt = load_checkpoint(run / "checkpoint.pt", dev)
     searcher.load_state_dict(ckpt["searcher"])
@@ -58,24 +58,36 @@ def load_search(run, data=None, device="auto", workers=None):
     return searcher, args, valid_queue
 
 
+def last_record(run):
+    """The last line of RUN/metrics.jsonl, or {} when there is none."""
+    path = Path(run) / "metrics.jsonl"
+    records = MetricsLog.read(path) if path.is_file() else []
+    return records[-1] if records else {}
+
+
 def table1(run, data=None, device="auto", workers=None):
-    """Validation top-1 of the super-net and of its child-net (Table 1); also written to RUN/consistency.json."""
-    searcher, args, valid_queue = load_search(run, data, device, workers)
-    model = searcher.model
-    supernet = evaluate(model, valid_queue, searcher.device)[1]
-    childnet = evaluate(ChildNet(model), valid_queue, searcher.device)[1]
-    row = {"run": str(run), "engine": args.engine, "dst": args.dst, "supernet_top1": supernet,
-           "childnet_top1": childnet, "drop": supernet - childnet}
-    (Path(run) / "consistency.json").write_text(json.dumps(row, indent=1) + "\n")
-    return row
+    """Validation top-1 of the super-net and of its child-net (Table 1): as the search recorded
+    them, or computed now from its checkpoint."""
+    record = last_record(run)
+    if all(k in record for k in KEYS):
+        args = json.loads((Path(run) / "args.json").read_text())
+        accuracies = {k: record[k] for k in KEYS}
+    else:
+        searcher, args, valid_queue = load_search(run, data, device, workers)
+        accuracies, args = searcher.validate(valid_queue), vars(args)
+    return {"run": str(run), "engine": args["engine"], "darts": args.get("darts", False), "dst": args["dst"],
+            **accuracies, "drop": accuracies["supernet_valid_top1"] - accuracies["childnet_valid_top1"]}
 
 
-def supernet_accuracy(run, **kw):
-    """The super-net validation accuracy of a finished search: from its consistency.json, or computed now."""
-    path = Path(run) / "consistency.json"
-    if path.is_file():
-        return json.loads(path.read_text())["supernet_top1"]
-    return table1(run, **kw)["supernet_top1"]
+def supernet_accuracy(run, key, **kw):
+    """The super-net validation accuracy of a finished search: the last metrics.jsonl record's `key`;
+    for EnTranNAS runs that lack it, Table 1's super-net accuracy computed now."""
+    record = last_record(run)
+    if key in record:
+        return record[key]
+    if key == KEYS[0]:
+        return table1(run, **kw)[key]
+    die(f"{run}: the last line of metrics.jsonl has no {key!r} (a finished search run folder is needed)")
 
 
 def kendall_tau(x, y):
@@ -109,6 +121,10 @@ def main(argv=None):
                     help="train.py run folders of the same genotypes, in the same order")
     t2.add_argument("--metric", default="final_top1", choices=["final_top1", "best_top1"],
                     help="retrained accuracy taken from each summary.json")
+    t2.add_argument("--supernet_key", default=KEYS[0],
+                    help="super-net accuracy: this key of the last line of each search's metrics.jsonl "
+                         f"(default {KEYS[0]}, EnTranNAS/DARTS runs; valid_top1 for DARTS-PD's RUN/stage1)")
+    t2.add_argument("--out", help="also write the result to this JSON file: kendall_tau and every pair")
     for q in (t1, t2):
         q.add_argument("--data", default=None, help="dataset folder, if not the one in the runs' args.json")
         q.add_argument("--device", default="auto")
@@ -117,10 +133,10 @@ def main(argv=None):
     kw = dict(data=args.data, device=args.device, workers=args.workers)
     if args.cmd == "table1":
         rows = [table1(run, **kw) for run in args.runs]
-        print(f"{'Engine-cell':<12} {'Super-net Acc. (%)':>18} {'Child-net Acc. (%)':>18}")
+        print(f"{'Engine-cell':<14} {'Super-net Acc. (%)':>18} {'Child-net Acc. (%)':>18}")
         for r in rows:
-            name = ("all (DARTS)" if r["engine"] == "all" else r["engine"]) + (" DST" if r["dst"] else "")
-            print(f"{name:<12} {r['supernet_top1']:>18.2f} {r['childnet_top1']:>18.2f}")
+            name = ("all (DARTS)" if r["darts"] else r["engine"]) + (" DST" if r["dst"] else "")
+            print(f"{name:<14} {r['supernet_valid_top1']:>18.2f} {r['childnet_valid_top1']:>18.2f}")
         return rows
     if len(args.search) != len(args.retrained):
         die(f"--search has {len(args.search)} runs but --retrained {len(args.retrained)}; pair them one to one")
@@ -128,16 +144,21 @@ def main(argv=None):
     for run in args.retrained:
         path = Path(run) / "summary.json"
         if not path.is_file():
-            die(f"{run}: no summary.json (a finished entrannas/train.py run folder is needed)")
+            die(f"{run}: no summary.json (a finished train.py run folder is needed)")
         retrained.append(json.loads(path.read_text())[args.metric])
-    supernet = [supernet_accuracy(run, **kw) for run in args.search]
+    supernet = [supernet_accuracy(run, args.supernet_key, **kw) for run in args.search]
     try:
         tau = kendall_tau(supernet, retrained)
     except ValueError as e:
         die(str(e))
-    for s, r, a, b in zip(args.search, args.retrained, supernet, retrained):
-        print(f"{s}  super-net {a:.2f}   {r}  retrained {b:.2f}")
+    pairs = [{"search": s, "supernet": a, "retrained_run": r, "retrained": b}
+             for s, r, a, b in zip(args.search, args.retrained, supernet, retrained)]
+    for q in pairs:
+        print(f"{q['search']}  super-net {q['supernet']:.2f}   {q['retrained_run']}  retrained {q['retrained']:.2f}")
     print(f"Kendall tau {tau:.3f} over {len(supernet)} searches")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"kendall_tau": tau, "supernet_key": args.supernet_key,
+                                              "metric": args.metric, "pairs": pairs}, indent=1) + "\n")
     return tau
 
 

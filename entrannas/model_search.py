@@ -43,14 +43,16 @@ def dst_coefficients(alpha_node, beta_node, tau):
 
 
 def sparsity_loss(beta):
-    """(1 / (n-1)) sum_j -log t^(j) of Eq. (11) for one cell type; -log sigmoid(b) = softplus(-b)."""
-    return F.softplus(-beta).mean()
+    """(1 / (n-1)) sum_j -log t^(j) of Eq. (11): the mean of -log t^(j) over the thresholds in
+    `beta` (t = sigmoid(beta), so -log t = softplus(-beta))."""
+    return F.softplus(-beta).mean()                               # Eq. (11), the regulariser
 
 
 def engine_layers(layers, reductions, placement):
     """Indices of the Engine-cells (Sec. 2.5, Table 1): the first normal and the first reduction
     cell ("first", the paper's choice), the last of each ("last"), the first half of the normal and
-    of the reduction cells ("half"), or every cell ("all", DARTS)."""
+    of the reduction cells ("half"), or every cell ("all"; with no sharing, bottleneck or annealing
+    too, the super-net of DARTS)."""
     normal = [i for i in range(layers) if i not in reductions]
     reduce = [i for i in range(layers) if i in reductions]
     pick = {"first": lambda c: c[:1], "last": lambda c: c[-1:],
@@ -218,8 +220,11 @@ class Network(nn.Module):
         return Genotype(cell(False), cell(True))
 
     def sparsity_loss(self):
-        """The regulariser of Eq. (11), summed over the normal and the reduction cell."""
-        return sparsity_loss(self.beta_normal) + sparsity_loss(self.beta_reduce)
+        """The regulariser of Eq. (11) for the super-net: one mean of -log t^(j) over the intermediate
+        nodes of the normal and of the reduction cell together (8 thresholds), so that lambda weighs
+        the average node as in the paper's one-cell formula. (The sum of a mean per cell type, the
+        other reading, is this with 2 lambda.)"""
+        return sparsity_loss(torch.cat([self.beta_normal, self.beta_reduce]))
 
     # ------------------------------------------------------------ forward
 

@@ -3,37 +3,49 @@
 Every iteration: derive the sub-graph from the current alpha (no gradient), one architecture
 step on a validation batch (Adam on alpha, and beta for DST, with the sparsity term of Eq. 11),
 then one weight step on a training batch (SGD), first order as in DARTS. The temperature of
-Eq. (5) is annealed every epoch. Under torchrun the gradients are averaged across ranks, so
-every rank holds the same weights, alpha and beta.
+Eq. (5) is annealed every epoch. After the last epoch the super-net and its child-net are
+evaluated on the validation images without augmentation (Table 1; the best of five searches,
+Sec. 4.2). Under torchrun the gradients are averaged across ranks, so every rank holds the same
+weights, alpha and beta.
 
 Usage:
   python entrannas/train_search.py --data ~/data                         # EnTranNAS on CIFAR-10
   python entrannas/train_search.py --data ~/data --dst --dst_lambda 0.1  # EnTranNAS-DST
+  python entrannas/train_search.py --data ~/data --darts                 # Table 1's "all (DARTS)"
   torchrun --nproc_per_node 8 entrannas/train_search.py --dataset imagenet --data ~/imagenet --dst
 """
 import argparse
+import copy
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.utils.data import Subset
 
 if __package__ in (None, ""):  # run as `python entrannas/train_search.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.data import add_data_args, is_imagenet_like, search_loaders  # noqa: E402
+from common.data import add_data_args, is_imagenet_like, make_loader, search_loaders, transforms  # noqa: E402
 from common.genotypes import export  # noqa: E402
 from common.search import Checkpointed, search_loop  # noqa: E402
+from common.train_eval import evaluate  # noqa: E402
 from common.utils import (accuracy, add_run_args, all_reduce_mean, amp_autocast, broadcast_params,  # noqa: E402
                           die, get_device, init_distributed, is_main, log, set_seed, setup_run,
                           world_size)
-from entrannas.model_search import ENGINE_PLACEMENTS, Network  # noqa: E402
+from entrannas.model_search import ENGINE_PLACEMENTS, ChildNet, Network  # noqa: E402
 
 # Sec. 4.2 (CIFAR-10) and Sec. 4.3 (ImageNet); the rest of the defaults are shared.
 CIFAR = dict(batch_size=512, learning_rate=0.2, arch_learning_rate=6e-4, tau=5.0, tau_decay=0.923, dst_lambda=0.1)
 IMAGENET = dict(batch_size=1024, learning_rate=0.5, arch_learning_rate=6e-3, tau=5.0, tau_decay=0.923,
                 dst_lambda=0.2)
 IMAGENET_DST = dict(tau=1.0, tau_decay=0.9)
+# Table 1's "all (DARTS)": the super-net equivalent to DARTS (Sec. 4.1), every cell an Engine-cell with
+# its own op weights on every edge, no bottleneck, p = softmax(alpha) (Eq. 2: tau 1, not annealed) ...
+DARTS_SUPERNET = dict(engine="all", feature_sharing=False, bottleneck=1, tau=1.0, tau_decay=1.0)
+# ... searched with DARTS' first-order settings: batch 64 (the largest that fits a GTX 1080 Ti, Table 3),
+# learning rate 0.025 cosine to 0.001, architecture learning rate 3e-4.
+DARTS_SEARCH = dict(batch_size=64, learning_rate=0.025, learning_rate_min=0.001, arch_learning_rate=3e-4)
 
 
 def get_parser():
@@ -56,7 +68,10 @@ def get_parser():
     g.add_argument("--search_space", default="darts_no_none", choices=["darts_no_none", "entrannas_ext"],
                    help="the standard 7 ops or the extended 12 (Sec. 4.2)")
     g.add_argument("--engine", default="first", choices=ENGINE_PLACEMENTS,
-                   help="which cells are Engine-cells (Table 1); all = DARTS")
+                   help="which cells are Engine-cells (Table 1); all keeps sharing, bottleneck and tau (see --darts)")
+    g.add_argument("--darts", action="store_true",
+                   help="Table 1's 'all (DARTS)': every cell an Engine-cell, no feature sharing, no bottleneck, "
+                        "tau 1 not annealed, DARTS' batch 64 and learning rates 0.025 / 3e-4")
     g.add_argument("--feature_sharing", action=argparse.BooleanOptionalAction, default=True,
                    help="one op instance per input node, outputs reused by later nodes (Sec. 2.3)")
     g.add_argument("--bottleneck", type=int, default=4, help="channel reduction ratio before the ops (Sec. 2.5); 1 = off")
@@ -74,8 +89,15 @@ def parse_args(argv=None):
     profile = dict(CIFAR)
     if is_imagenet_like(probe.dataset):
         profile.update(IMAGENET, **(IMAGENET_DST if probe.dst else {}))
+    if probe.darts:
+        profile.update(DARTS_SUPERNET, **DARTS_SEARCH)
     parser.set_defaults(**profile)
     args = parser.parse_args(argv)
+    if args.darts and args.dst:
+        die("--darts is DARTS' super-net, which has no thresholds: leave out --dst")
+    if args.darts and any(getattr(args, k) != v for k, v in DARTS_SUPERNET.items()):
+        die("--darts fixes --engine all, --no-feature_sharing, --bottleneck 1, --tau 1, --tau_decay 1: "
+            "leave those out, or drop --darts")
     if args.bottleneck < 1:
         die(f"--bottleneck must be at least 1 (1 = no bottleneck), not {args.bottleneck}")
     if args.tau <= 0 or args.tau_decay <= 0:
@@ -83,6 +105,21 @@ def parse_args(argv=None):
     if args.epochs < 1 or args.layers < 3 or args.init_channels < 1 or args.batch_size < world_size():
         die("--epochs, --init_channels must be >= 1, --layers >= 3, --batch_size >= the number of processes")
     return args
+
+
+def unaugmented(loader, args):
+    """The images of a search loader without augmentation, in a fixed order (split across ranks
+    under torchrun): the validation images on which Table 1 and the best of five searches
+    (Sec. 4.2) compare accuracies."""
+    chain, ds = [], loader.dataset
+    while isinstance(ds, Subset):
+        chain.append(ds.indices)
+        ds = ds.dataset
+    ds = copy.copy(ds)  # the same images; the search loaders keep their augmentation
+    ds.transform = transforms(args.dataset, False, 0, args.image_size)
+    for indices in reversed(chain):
+        ds = Subset(ds, indices)
+    return make_loader(ds, args.batch_size, False, args.workers)
 
 
 def _average_gradients(params):
@@ -160,9 +197,12 @@ class Searcher(Checkpointed):
         return out
 
     def end_epoch(self, epoch, valid_queue):
-        """Per-epoch records: learning rate, temperature, alpha (and beta, thresholds, edges for DST)."""
+        """Per-epoch records: learning rate, temperature, alpha (and beta, thresholds, edges for DST);
+        after the last epoch the clean validation accuracies of `validate`."""
         model = self.model
         record = {"lr": self.scheduler.get_last_lr()[0], "tau": model.tau}
+        if epoch == self.args.epochs - 1:
+            record.update(self.validate(valid_queue))
         self.scheduler.step()
         for name in ("normal", "reduce"):
             record[f"alpha_{name}"] = getattr(model, f"alpha_{name}").tolist()
@@ -178,6 +218,15 @@ class Searcher(Checkpointed):
             folder.mkdir(exist_ok=True)
             export(folder, self.genotype(), stem=f"epoch_{epoch:03d}", epoch=epoch)
         return record
+
+    def validate(self, valid_queue):
+        """Top-1 on the validation images without augmentation (BatchNorm running statistics) of the
+        super-net as searched and of its child-net, the same weights running only the derived paths
+        in every cell (Table 1); the child-net's is the architecture's validation accuracy by which
+        the best of five searches is chosen (Sec. 4.2, Table 7)."""
+        loader = unaugmented(valid_queue, self.args)
+        return {"supernet_valid_top1": evaluate(self.model, loader, self.device, self.args.amp)[1],
+                "childnet_valid_top1": evaluate(ChildNet(self.model), loader, self.device, self.args.amp)[1]}
 
     def state_dict(self):
         return {**super().state_dict(), "tau": self.model.tau}
@@ -201,7 +250,7 @@ def main(argv=None):
     searcher = Searcher(args, num_classes, device)
     log.info("super-net: %.3fM weights, Engine-cells at layers %s, %d process(es)",
              sum(p.numel() for p in searcher.weights) / 1e6, sorted(searcher.model.engines), world_size())
-    method = "EnTranNAS-DST" if args.dst else "EnTranNAS"
+    method = "DARTS (EnTranNAS super-net)" if args.darts else "EnTranNAS-DST" if args.dst else "EnTranNAS"
     search_loop(args, searcher, train_queue, valid_queue, save, device, method=method,
                 search_space=args.search_space, engine=args.engine, feature_sharing=args.feature_sharing,
                 bottleneck=args.bottleneck, **({"dst_lambda": args.dst_lambda} if args.dst else {}))

@@ -41,7 +41,8 @@ def msg_das(name, **kw):
     return Search("msg_das", name, flags(**kw), seeds=(0, 1, 2), gpu_days=0.5)
 
 
-MSG_B128 = msg_das("b128", batch_size=128)
+MSG_B128 = msg_das("b128")
+MSG_NO_KL = msg_das("b128-nokl", lambda_guide=0)
 EXPERIMENTS += [
     Row("msg_das", "Table 1", "MSG-DAS (B=128)", search=MSG_B128, train=CIFAR10),
     Row("msg_das", "Table 1", "MSG-DAS (B=160)", search=msg_das("b160", batch_size=160), train=CIFAR10),
@@ -49,6 +50,20 @@ EXPERIMENTS += [
     Row("msg_das", "Sec. 4.4", "MSG-DAS (B=96)", search=msg_das("b96", batch_size=96), train=CIFAR10),
     # Table 2: the CIFAR-10 cell on ImageNet, chosen among the three searches by DARTS' protocol
     Row("msg_das", "Table 2", "MSG-DAS", "imagenet", search=MSG_B128, select=DARTS_SELECT, train=IMAGENET),
+    # Table 3: the components on and off (Dropblock-Identity is on in every row), batch 128
+    Row("msg_das", "Table 3", "Pseudo Identity ✓ / Multi Graph – / Super-net Guidance –",
+        search=msg_das("b128-k1-nokl", K=1, lambda_guide=0), train=CIFAR10),
+    Row("msg_das", "Table 3", "Pseudo Identity ✓ / Multi Graph ✓ / Super-net Guidance –", search=MSG_NO_KL,
+        train=CIFAR10),
+    Row("msg_das", "Table 3", "Pseudo Identity ✓ / Multi Graph – / Super-net Guidance ✓",
+        search=msg_das("b128-k1", K=1), train=CIFAR10),
+    Row("msg_das", "Table 3", "Pseudo Identity ✓ / Multi Graph ✓ / Super-net Guidance ✓", search=MSG_B128,
+        train=CIFAR10),
+    # Table 4: the KL weight lambda of the super-net guidance (Eq. 7), batch 128
+    Row("msg_das", "Table 4", "KL weight λ = 0", search=MSG_NO_KL, train=CIFAR10),
+    Row("msg_das", "Table 4", "KL weight λ = 1e-2", search=MSG_B128, train=CIFAR10),
+    Row("msg_das", "Table 4", "KL weight λ = 1e-1", search=msg_das("b128-kl0.1", lambda_guide=0.1), train=CIFAR10),
+    Row("msg_das", "Table 4", "KL weight λ = 1", search=msg_das("b128-kl1", lambda_guide=1), train=CIFAR10),
 ]
 # Fig. 3: K = 1..4 sub-graphs at B=64 with lambda = 0, and K=2 with lambda = 0.01 (= Sec. 4.4's B=64)
 MSG_FIG3 = tuple(Row("msg_das", "Fig. 3", f"K={k}", search=msg_das(f"b64-k{k}-nokl", batch_size=64, K=k, lambda_guide=0),
@@ -93,8 +108,10 @@ EXPERIMENTS += [
 
 # ---------------------------------------------------------------- DARTS-PD
 
-PD_SMOKE = flags(population=4, parents=2, mutations=2, crossovers=2, bn_batches=1, eval_layers=3,
-                 eval_init_channels=4, buckets=(0, "inf"))
+# smoke: one epoch of each stage (stage 2 not to a whole pass), one generation of a few paths,
+# the tiny evaluation network in one wide bucket
+PD_SMOKE = flags(fair_epochs=1, generations=1, population=4, parents=2, mutations=2, crossovers=2, bn_batches=1,
+                 eval_layers=3, eval_init_channels=4, bucket_width=100) + ("--no-whole_passes",)
 DARTS_PD = Search("darts_pd", "cifar10", seeds=(0, 1, 2), gpu_days=0.3, smoke=PD_SMOKE)
 EXPERIMENTS += [
     Row("darts_pd", "Table 1", "DARTS-PD†(ours)", search=DARTS_PD, train=CIFAR10),

@@ -1,13 +1,17 @@
 """EnTranNAS / EnTranNAS-DST: the equations of Sec. 2 against hand-computed values, the
-Engine/Transit and feature-sharing invariants, the sparsity regulariser, the scripts end to end,
-exact resume and the torchrun search."""
+Engine/Transit, feature-sharing and bottleneck invariants, the sparsity regulariser, the DARTS
+super-net of Table 1, the Table 3 batch probe, the scripts end to end, exact resume and the
+torchrun search."""
 import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
+from bench import search_cost
+from common.data import search_loaders
 from common.genotypes import load
 from common.utils import MetricsLog
 from conftest import ROOT, SMALL, run
@@ -50,6 +54,22 @@ def test_dst_coefficients_hand_computed():
                           atol=1e-5)
 
 
+def test_dst_softmax_is_per_edge():
+    """Eq. (5) normalises each edge over its ops, then Eq. (7) over the node: rows of alpha that
+    do not sum to the same value tell the two apart (a softmax over the whole node would keep only
+    the first edge here)."""
+    alpha = torch.tensor([[math.log(2.0), 0.0], [0.0, 0.0]])
+    # per edge: p = [2/3, 1/3], [1/2, 1/2]; p_hat = [1, 1/2], [3/4, 3/4]; t = 1/2: q = [1/2, 0], [1/4, 1/4]
+    q_hat = dst_coefficients(alpha, torch.tensor(0.0), 1.0)
+    assert torch.allclose(q_hat, torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+    # so shifting one edge's alpha changes nothing
+    g = torch.Generator().manual_seed(0)
+    alpha = torch.randn(4, 7, generator=g)
+    shifted = alpha + torch.tensor([0.0, 3.0, -2.0, 0.5]).view(4, 1)
+    assert torch.allclose(dst_coefficients(alpha, torch.tensor(-2.0), 0.7),
+                          dst_coefficients(shifted, torch.tensor(-2.0), 0.7), atol=1e-6)
+
+
 def test_dst_coefficients_invariants_and_gradients():
     g, n_mixed = torch.Generator().manual_seed(0), 0
     for n_in in (2, 3, 4, 5):
@@ -81,6 +101,12 @@ def test_sparsity_loss_is_eq_11():
     assert torch.allclose(loss, expected)
     loss.backward()
     assert (beta.grad < 0).all()  # gradient descent raises every threshold
+    # the super-net's regulariser: one mean over the 8 nodes of both cell types, not a mean per type summed
+    net = _net(dst=True)
+    with torch.no_grad():
+        net.beta_normal.zero_()                    # t = 1/2: -log t = log 2
+        net.beta_reduce.fill_(math.log(3.0))       # t = 3/4: -log t = log 4/3
+    assert net.sparsity_loss().item() == pytest.approx((math.log(2) + math.log(4 / 3)) / 2)
 
 
 # ------------------------------------------------------------------ Engine- and Transit-cells
@@ -149,6 +175,51 @@ def test_transit_cells_run_exactly_the_derived_ops(sharing):
     assert calls == derived
 
 
+def _transit_cell(cell, s0, s1, paths):
+    """Eq. (6), second line, by hand: node j = sum over (i, k) in S_j of o_k(x_i), unweighted."""
+    states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+    for j, pairs in enumerate(paths):
+        states.append(sum(cell.op(i, j, k)(states[i]) for i, k in pairs))
+    return torch.cat(states[2:], 1)
+
+
+@pytest.mark.parametrize("sharing", [True, False])
+def test_transit_cells_are_the_unweighted_sum_over_S_j_and_give_alpha_no_gradient(sharing):
+    net = _net(feature_sharing=sharing)
+    net.engines = set()  # every cell a Transit-cell
+    net.tau = 0.3
+    with torch.no_grad():
+        net.alpha_normal.normal_()
+        net.alpha_reduce.normal_()
+    x = torch.randn(2, 3, 8, 8)
+    s0 = s1 = net.stem(x)
+    for cell in net.cells:
+        s0, s1 = s1, _transit_cell(cell, s0, s1, net.derive(cell.reduction))
+    expected = net.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+    logits = net(x)
+    assert torch.allclose(logits, expected, atol=1e-6)
+    logits.pow(2).sum().backward()
+    assert net.alpha_normal.grad is None and net.alpha_reduce.grad is None  # derivation carries no gradient
+    assert net.cells[0].preprocess1[1].weight.grad is not None
+
+
+def test_bottleneck_expands_each_node_after_its_sum():
+    """Sec. 2.5: squeeze each input state once, run the ops narrow, sum a node's paths, then one 1x1
+    conv + BN back to C (in training mode BN(a) + BN(b) != BN(a + b), so a per-path expand differs)."""
+    torch.manual_seed(0)
+    net = Network(8, 10, 3, bottleneck=2)
+    with torch.no_grad():
+        net.alpha_normal.normal_()
+    cell, x = net.cells[0], torch.randn(2, 24, 8, 8)
+    coeffs = net.coefficients(False)
+    out = cell(x, x, [_all_pairs(net, j) for j in range(4)], coeffs)
+    states = [cell.preprocess0(x), cell.preprocess1(x)]
+    for j in range(4):
+        node = sum(coeffs[j][i, k] * cell.ops[i][k](cell.squeeze[i](states[i])) for i, k in _all_pairs(net, j))
+        states.append(cell.expand[j](node))
+    assert torch.allclose(out, torch.cat(states[2:], 1), atol=1e-5)
+
+
 def test_dst_engine_cell_equals_its_derived_graph():
     """Eq. (10): computing only the connections with q_hat > 0 gives exactly the full Engine-cell
     output and the same architecture gradients: the search graph is the derived graph."""
@@ -197,6 +268,12 @@ def test_defaults_follow_the_paper():
         (6e-4, (0.5, 0.999), 1e-3, 5.0, 0.923)
     assert (a.layers, a.init_channels, a.engine, a.feature_sharing, a.bottleneck, a.dst) == \
         (8, 16, "first", True, 4, False)
+    d = train_search.parse_args(["--darts"])  # Table 1's "all (DARTS)": DARTS' super-net and search settings
+    assert (d.engine, d.feature_sharing, d.bottleneck, d.tau, d.tau_decay, d.dst) == ("all", False, 1, 1.0, 1.0, False)
+    assert (d.batch_size, d.learning_rate, d.learning_rate_min, d.arch_learning_rate) == (64, 0.025, 0.001, 3e-4)
+    for conflict in (["--bottleneck", "4"], ["--feature_sharing"], ["--engine", "first"], ["--tau", "5"], ["--dst"]):
+        with pytest.raises(SystemExit):
+            train_search.parse_args(["--darts", *conflict])
     b = train_search.parse_args(["--dataset", "imagenet"])
     assert (b.batch_size, b.learning_rate, b.arch_learning_rate, b.tau, b.tau_decay) == (1024, 0.5, 6e-3, 5.0, 0.923)
     c = train_search.parse_args(["--dataset", "imagenet", "--dst"])
@@ -283,11 +360,43 @@ def test_dst_search_resume_is_exact_and_flexible_genotype_trains(tmp_path, monke
     model = train.main(["--arch", str(tmp_path / "full" / "genotype.json"), *TINY, "--epochs", "1",
                         "--save", str(tmp_path / "eval")])
     assert [len(ops) for ops in model.cells[0].ops] == sizes[:4]
-    # Table 1 on the finished search, on the validation images without augmentation: reproducible
-    row = consistency.table1(tmp_path / "full", workers=0, device="cpu")
-    assert json.loads((tmp_path / "full" / "consistency.json").read_text()) == row
-    assert consistency.table1(tmp_path / "full", workers=0, device="cpu") == row
-    assert 0 <= row["childnet_top1"] <= 100 and row["drop"] == row["supernet_top1"] - row["childnet_top1"]
+    # Table 1 as the search recorded it after its last epoch, the same as computed again from the checkpoint
+    row = consistency.table1(tmp_path / "full")
+    searcher, _, valid_queue = consistency.load_search(tmp_path / "full", workers=0, device="cpu")
+    recorded = {k: m[-1][k] for k in consistency.KEYS}
+    assert searcher.validate(valid_queue) == recorded == {k: row[k] for k in consistency.KEYS}
+    assert row["drop"] == row["supernet_valid_top1"] - row["childnet_valid_top1"] and row["dst"]
+
+
+def test_darts_search_records_clean_validation_accuracies(tmp_path, capsys):
+    """--darts: every cell an Engine-cell mixing softmax(alpha) (tau 1 at every epoch); after the last
+    epoch the super-net's and child-net's top-1 on the validation images without augmentation."""
+    s = train_search.main([*TINY, "--subset", "16", "--darts", "--epochs", "2", "--save", str(tmp_path / "darts")])
+    assert s.model.engines == {0, 1, 2} and all(len(c.ops) == 14 and c.squeeze is None for c in s.model.cells)
+    m = MetricsLog.read(tmp_path / "darts" / "metrics.jsonl")
+    assert [r["tau"] for r in m] == [1.0, 1.0] and set(consistency.KEYS).isdisjoint(m[0])
+    assert all(0 <= m[-1][k] <= 100 for k in consistency.KEYS)
+    assert consistency.main(["table1", str(tmp_path / "darts")])[0]["darts"]
+    # validate() runs the super-net (all 14 x 7 ops of a cell) and then its child-net (the 8 derived ops)
+    calls = _count_calls(s.model.cells[0])
+    _, valid_queue, _ = search_loaders(s.args)
+    s.validate(valid_queue)
+    assert sum(calls.values()) == 14 * 7 + 8  # 8 validation images: one batch
+    assert "all (DARTS)" in capsys.readouterr().out
+    # the clean loader: the same validation images every time, without touching the search's augmentation
+    args = train_search.parse_args([*TINY, "--save", "unused"])
+    _, valid_queue, _ = search_loaders(args)
+    augment = _base(valid_queue.dataset).transform
+    clean = train_search.unaugmented(valid_queue, args)
+    first, second = ([x for x, _ in clean] for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first, second)) and sum(len(x) for x in first) == 16
+    assert _base(valid_queue.dataset).transform is augment and _base(clean.dataset).transform is not augment
+
+
+def _base(ds):
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    return ds
 
 
 def test_kendall_tau(tmp_path):
@@ -302,11 +411,47 @@ def test_kendall_tau(tmp_path):
         evals.append(tmp_path / f"e{n}")
         search[-1].mkdir()
         evals[-1].mkdir()
-        (search[-1] / "consistency.json").write_text(json.dumps({"supernet_top1": s}))
+        (search[-1] / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "supernet_valid_top1": s}) + "\n")
         (evals[-1] / "summary.json").write_text(json.dumps({"final_top1": e, "best_top1": e}))
     # pairs: (0,1) D, (0,2) C, (0,3) C, (1,2) C, (1,3) C, (2,3) D -> (4 - 2) / 6
-    assert consistency.main(["kendall", "--search", *map(str, search), "--retrained", *map(str, evals)]) == \
-        pytest.approx(1 / 3)
+    out = tmp_path / "kendall.json"
+    assert consistency.main(["kendall", "--search", *map(str, search), "--retrained", *map(str, evals),
+                             "--out", str(out)]) == pytest.approx(1 / 3)
+    k = json.loads(out.read_text())
+    assert k["kendall_tau"] == pytest.approx(1 / 3) and [q["supernet"] for q in k["pairs"]] == [80.0, 82.0, 85.0, 84.0]
+    # PC-DARTS: the super-net accuracy DARTS-PD's stage 1 logged after its last epoch
+    for folder, s in zip(search, [84.0, 85.0, 80.0, 82.0]):
+        (folder / "stage1").mkdir()
+        (folder / "stage1" / "metrics.jsonl").write_text(json.dumps({"epoch": 0}) + "\n" +
+                                                        json.dumps({"epoch": 1, "valid_top1": s}) + "\n")
+    pd = [str(f / "stage1") for f in search]
+    # pairs: (2,3) C, the other five D -> (1 - 5) / 6
+    assert consistency.main(["kendall", "--search", *pd, "--retrained", *map(str, evals),
+                             "--supernet_key", "valid_top1"]) == pytest.approx(-2 / 3)
+    with pytest.raises(SystemExit):  # a key the searches did not log
+        consistency.main(["kendall", "--search", *pd, "--retrained", *map(str, evals), "--supernet_key", "top1"])
+
+
+# ------------------------------------------------------------------ Table 3: the largest batch that fits
+
+def test_table3_probe_doubles_then_bisects_to_the_largest_batch_under_a_memory_limit(monkeypatch):
+    """bench/search_cost.py --max_batch with a fake measurement: peak = 100 MB + 3 MB per image,
+    under a limit of 2000 MB the largest batch is 633 (1999 MB) and the largest 64 * 2^m is 512."""
+    def fake(name, opts):
+        return {"name": name, "time_s": 1e-3 * opts.batch_size, "peak_memory_MB": 100.0 + 3 * opts.batch_size}
+
+    monkeypatch.setattr(search_cost, "run_config", fake)
+    opts = search_cost.parse_args(["--device", "cpu", "--max_batch", "--memory_limit_MB", "2000"])
+    row = search_cost.max_batch("entrannas +bottleneck", opts, search_cost.try_batch)
+    assert [int(b) for b in row["tried"]] == [64, 128, 256, 512, 1024, 768, 640, 576, 608, 624, 632, 636, 634, 633]
+    assert (row["batch"], row["batch_doubling"], row["peak_memory_MB"], row["step_s"]) == (633, 512, 292.0, 0.633)
+    assert row["search_days"] == pytest.approx(0.633 * 50 * 40 / 86400)  # ceil(25000 / 633) = 40 steps
+    assert row["search_days_doubling"] == pytest.approx(0.512 * 50 * 49 / 86400)
+    assert row["tried"]["1024"] is None and row["tried"]["633"] == 1999.0
+    tight = search_cost.parse_args(["--device", "cpu", "--max_batch", "--memory_limit_MB", "200"])
+    assert search_cost.max_batch("entrannas +bottleneck", tight, search_cost.try_batch)["batch"] is None
+    with pytest.raises(SystemExit):  # a CPU never runs out of memory by itself: the limit is needed
+        search_cost.parse_args(["--device", "cpu", "--max_batch"])
 
 
 def test_torchrun_search_keeps_ranks_identical(tmp_path):
