@@ -191,6 +191,8 @@ def print_plan(p, out, executor, prior_rate, scaled):
         left += s.gpu_hours if st != "done" else 0
         took = f"  took {engine.hms(r['seconds'])}" if st == "done" and r.get("seconds") else ""
         tries = f"  {r['attempts']} attempt{'s' * (r['attempts'] > 1)}" if st != "done" and r.get("attempts") else ""
+        if st == "running" and r.get("since"):
+            tries += f", for {engine.hms(time.time() - r['since'])}"
         print(f"{st:8} {s.kind:7} {resources(s, executor):20} ~{s.gpu_hours:7.1f} GPU-h  {s.name}{took}{tries}")
         print(f"         {shlex.join(engine.command(s, out, max(executor.width(s), 1)))}")
     for row, why in p.skipped:

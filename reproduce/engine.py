@@ -8,8 +8,10 @@ before the trainings); a stage that fails is started again with --resume up to `
 (not one that exits with 2, the project's exit code for bad input), then the stages that depend
 on it are left out and every other stage goes on.
 
-Executors, small classes on one interface (`width`, `reserve`, `submit`, `poll`, `release`,
-`cancel`):
+Executors, small classes on one interface: `width(stage)` (the GPUs it gets there), `reserve`
+(room for an attempt now?), `submit` (start attempts), `poll` (its exit code once it ended),
+`release`, `cancel`, and for what the user sees `where`, `state`, `describe`, `capacity`,
+`occupancy`:
   LocalExecutor     processes on this machine: a GPU stage pinned to GPUs of its own
                     (CUDA_VISIBLE_DEVICES; several under torchrun), or N stages at once on CPUs
   SubmititExecutor  a Slurm job per stage through submitit (an array for stages that are ready
@@ -201,9 +203,8 @@ class LocalExecutor:
     them; stages that need no GPU (the selection) run beside them. Without GPUs, `jobs` stages run
     at once on the CPUs, each with its share of the cores as threads."""
 
-    def __init__(self, gpus=(), jobs=1, out=None):
+    def __init__(self, gpus=(), jobs=1):
         self.gpus, self.free, self.jobs, self.cpu_busy = tuple(gpus), list(gpus), jobs, 0
-        self.out = Path(out) if out else None
         self.threads = max(1, (os.cpu_count() or 1) // jobs) if not gpus else None
 
     @property
@@ -550,9 +551,10 @@ class Run:
                    self.ex.occupancy, self.ex.capacity, time.time())
 
     def line(self, what):
-        """The progress line: stages done of all, running, failed, elapsed, ETA; then the event."""
+        """The progress line: stages done of all, running, pending, failed, elapsed, ETA; then the event."""
         c, n = self.counts(), len(self.stages)
-        return (f"[{c['done']:{len(str(n))}}/{n} done, {c['running']} running, {c['failed']} failed | "
+        return (f"[{c['done']:{len(str(n))}}/{n} done, {c['running']} running, {c['pending']} pending, "
+                f"{c['failed']} failed | "
                 f"{hms(time.time() - self.t0)} elapsed, ETA {hms(self.eta())}] {what}")
 
     def write_status(self):

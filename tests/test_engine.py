@@ -194,6 +194,22 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert records(tmp_path)["long"]["end"]["resume"]
 
 
+def test_sigterm_stops_the_running_stages(tmp_path):
+    """SIGTERM (or Ctrl-C) to the driver stops the stages it started; they continue next time."""
+    code = DRIVER.format(root=str(ROOT), long=stage("long", steps=10, sleep=0.3).argv, after=stage("after").argv)
+    driver = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    steps = tmp_path / "long" / "steps.jsonl"
+    deadline = time.time() + 60
+    while (not steps.exists() or not steps.read_text()) and time.time() < deadline:
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGTERM)
+    driver.communicate(timeout=30)
+    assert not engine.Lock(tmp_path / "long" / engine.LOCK).held()  # the stage's process is gone
+    assert len(steps.read_text().splitlines()) < 10 and not (tmp_path / "after").exists()
+    status = json.loads((tmp_path / engine.STATUS).read_text())["stages"]
+    assert status["long"]["state"] == "pending" and "stopped" in status["long"]
+
+
 def test_estimate_and_eta():
     stages = {"s0": Stage("s0", (), gpus=1, kind="search", gpu_hours=1.0),
               "s": Stage("s", (), gpus=1, kind="search", gpu_hours=2.0),

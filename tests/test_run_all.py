@@ -67,7 +67,7 @@ def test_smoke_runs_every_kind_of_experiment_to_a_row_of_the_tables(smoke):
 
 def test_a_second_run_keeps_every_finished_stage(smoke):
     out, first, _ = smoke
-    before = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file() and p.parent != out}
+    before = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file() and p.relative_to(out).parts[0] in PAPERS}
     again = run_all("--smoke", "--jobs", "2", "--out", out).stdout
     n = len(json.loads((out / "plan.json").read_text())["stages"])
     assert f"{n} stages, {n} done already" in again and " start " not in again
@@ -86,7 +86,8 @@ def test_plan_on_a_half_finished_folder(tmp_path, capsys):
     (tmp_path / done / "summary.json").write_text("{}")
     (tmp_path / started / "log.txt").write_text("")
     (tmp_path / engine.STATUS).write_text(json.dumps({"stages": {
-        done: {"state": "done", "seconds": 3723}, failed: {"state": "failed", "attempts": 3, "rc": 1}}}))
+        done: {"state": "done", "seconds": 3723}, failed: {"state": "failed", "attempts": 3, "rc": 1},
+        running: {"state": "running", "attempts": 1, "since": time.time() - 3600}}}))
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
                                "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print(1, flush=True); "
                                "time.sleep(60)", str(tmp_path / running / engine.LOCK)], stdout=subprocess.PIPE)
@@ -102,7 +103,7 @@ def test_plan_on_a_half_finished_folder(tmp_path, capsys):
               for line in text.splitlines() if " GPU-h  " in line}
     assert states == {n: {done: "done", started: "started", failed: "failed", running: "running"}.get(n, "pending")
                       for n in names}
-    assert f"{done}  took 1:02:03" in text and f"{failed}  3 attempts" in text
+    assert f"{done}  took 1:02:03" in text and f"{failed}  3 attempts" in text and f"{running}  1 attempt, for 1:00:0" in text
     for s in p.stages.values():
         assert " ".join(engine.command(s, tmp_path)[1:]) in text
     left = sum(s.gpu_hours for n, s in p.stages.items() if n != done)
