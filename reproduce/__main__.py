@@ -34,6 +34,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from common.utils import die
 from reproduce import engine, summary
@@ -156,15 +157,12 @@ def fetch_datasets(p):
     """Download every dataset the stages download (--download), once, before any stage starts:
     parallel stages would otherwise write the same files at once (and compute nodes often have no
     internet)."""
-    wanted = {}
-    for s in p.stages.values():
-        if "--download" in s.argv:
-            argv = list(s.argv)
-            wanted[(argv[argv.index("--dataset") + 1], argv[argv.index("--data") + 1])] = s.name
+    wanted = {(s.argv[s.argv.index("--dataset") + 1], s.argv[s.argv.index("--data") + 1])
+              for s in p.stages.values() if "--download" in s.argv}
     if not wanted:
         return
     from common.data import get_dataset
-    for dataset, root in wanted:
+    for dataset, root in sorted(wanted):
         print(f"run_all.sh: {dataset} in {root} (downloaded if missing)", flush=True)
         args = argparse.Namespace(dataset=dataset, data=root, download=True, subset=None, image_size=None)
         for train in (True, False):
@@ -173,8 +171,10 @@ def fetch_datasets(p):
 
 def resources(stage, executor):
     w = executor.width(stage)
-    if stage.gpus == 0 or w == 0:
+    if stage.gpus == 0:
         return "CPU"
+    if w == 0:
+        return f"{stage.gpus} GPU{'s' if stage.gpus > 1 else ''} -> CPU"
     text = f"{stage.gpus} GPU{'s' if stage.gpus > 1 else ''}" + (f" -> {w}" if w != stage.gpus else "")
     return text + (f", torchrun x{w}" if w > 1 else "")
 
@@ -199,13 +199,15 @@ def print_plan(p, out, executor, prior_rate, scaled):
         print(f"skipped  {row.paper} / {row.table} / {row.row} ({row.dataset}): {why}")
     measured = {n: r["seconds"] for n, r in recorded.items() if n in p.stages and r.get("seconds")}
     est = engine.Estimate(p.stages, measured, prior_rate, scaled)
-    states = {n: ("pending" if st in ("running", "started") else st) for n, st in states.items()}
-    eta = engine.eta(p.stages, states, {}, est, executor.occupancy, executor.capacity, time.time())
+    running = {n: SimpleNamespace(since=recorded[n]["since"]) for n, st in states.items()
+               if st == "running" and recorded.get(n, {}).get("since")}
+    states = {n: ("pending" if st == "started" else st) for n, st in states.items()}
+    eta = engine.eta(p.stages, states, running, est, executor.occupancy, executor.capacity, time.time())
     print(f"{len(p.stages)} stages ({', '.join(f'{n} {k}' for k, n in counts.items())}), {len(p.rows)} rows; "
           f"~{left:.0f} GPU-hours left at the papers' settings; "
           f"~{engine.hms(eta)} left on {executor.describe()}"
           + (" (from the stages measured here)" if measured else " (the papers' GPU-hours)" if prior_rate else
-             " (unknown until a stage of each kind has finished here)"))
+             " (unknown until a stage has finished here)"))
 
 
 def main(argv=None):

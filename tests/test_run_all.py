@@ -4,6 +4,7 @@ downloaded once, and every bad option stopped before the first stage with one li
 the driver is killed: tests/test_engine.py.)"""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -107,6 +108,10 @@ def test_plan_on_a_half_finished_folder(tmp_path, capsys):
     for s in p.stages.values():
         assert " ".join(engine.command(s, tmp_path)[1:]) in text
     left = sum(s.gpu_hours for n, s in p.stages.items() if n != done)
+    h, m, sec = map(int, re.search(r"~(\d+):(\d\d):(\d\d) left on", text).groups())
+    # smoke: each stage as long as the mean of the finished ones (3723 s), one at a time; the running
+    # one has 3723 - 3600 s left, the failed one none
+    assert abs(h * 3600 + m * 60 + sec - ((len(names) - 3) * 3723 + 123)) <= 2
     assert (f"{len(names)} stages (1 done, 1 started, 1 failed, 1 running, {len(names) - 4} pending)" in text
             and f"~{left:.0f} GPU-hours left at the papers' settings" in text)
 
