@@ -203,6 +203,8 @@ class LocalExecutor:
     them; stages that need no GPU (the selection) run beside them. Without GPUs, `jobs` stages run
     at once on the CPUs, each with its share of the cores as threads."""
 
+    tick = 0.1  # seconds between two looks at the running stages
+
     def __init__(self, gpus=(), jobs=1):
         self.gpus, self.free, self.jobs, self.cpu_busy = tuple(gpus), list(gpus), jobs, 0
         self.threads = max(1, (os.cpu_count() or 1) // jobs) if not gpus else None
@@ -331,6 +333,7 @@ class SubmititExecutor:
                                slurm_additional_parameters={"chdir": str(ROOT)})
         self.max_timeouts, self.executor = max_timeouts, None
         self.local = LocalExecutor(jobs=1)
+        self.tick = 5.0 if cluster == "slurm" else 0.1  # Slurm: sacct and a shared file system are slow
 
     capacity = None  # the cluster's: unknown here (the ETA is then the longest chain of stages)
 
@@ -520,9 +523,10 @@ class Run:
     """One driver's run of a plan: the state of every stage (done, running, pending, failed,
     blocked), what the user sees (a progress line per event, status.json) and the loop."""
 
-    def __init__(self, plan, out, executor, retries=2, prior=None, scaled=True, echo=print, tick=0.1):
+    def __init__(self, plan, out, executor, retries=2, prior=None, scaled=True, echo=print, tick=None):
         self.stages, self.out, self.ex = plan.stages, Path(out), executor
-        self.retries, self.prior, self.scaled, self.echo, self.tick = retries, prior, scaled, echo, tick
+        self.retries, self.prior, self.scaled, self.echo = retries, prior, scaled, echo
+        self.tick = executor.tick if tick is None else tick
         self.out.mkdir(parents=True, exist_ok=True)
         old = read_status(out).get("stages", {})
         self.record = {n: dict(old.get(n, {})) for n in self.stages}  # each stage's entry in status.json
@@ -678,7 +682,7 @@ def _who(holder):
     return f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')})" if holder else ""
 
 
-def run(plan, out, executor, retries=2, prior=None, scaled=True, echo=print, tick=0.1):
+def run(plan, out, executor, retries=2, prior=None, scaled=True, echo=print, tick=None):
     """Run every stage of `plan` that is not done yet (`prior`, `scaled`: see Estimate); returns
     the Run (`failed`, `state`, `interrupted`: the signal that stopped it, if one did)."""
     r = Run(plan, out, executor, retries, prior, scaled, echo, tick)
