@@ -46,7 +46,8 @@ def parallel(jobs, methods):
         cmd = ["bash", str(ROOT / "run_all.sh"), "--smoke", "--jobs", str(jobs), "--out", out,
                *(["--methods", methods] if methods else [])]
         t0 = time.time()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
+        env = {**os.environ, "PYTHON": sys.executable}
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
         seconds = time.time() - t0
         if proc.returncode != 0:
             sys.exit(f"{shlex.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
@@ -96,7 +97,8 @@ def markdown(res):
                   f"| --jobs 2 | {two['stages']} | {two['seconds']:.0f} | {two['seconds'] / one['seconds']:.2f} |", ""]
     if res.get("overhead"):
         lines += ["| executor | launch to first line s | launch to first training step s |", "|---|---|---|"]
-        lines += [f"| {o['executor']} | {o['to_first_line_s']:.2f} | {o['to_first_step_s']:.2f} |" for o in res["overhead"]]
+        lines += [f"| {o['executor']} | {o['to_first_line_s']:.2f} | {o['to_first_step_s']:.2f} |"
+                  for o in res["overhead"]]
         lines.append("")
     return "\n".join(lines)
 

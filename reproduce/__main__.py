@@ -1,5 +1,4 @@
-"""Reproduce the five papers: the registry's stages as a DAG, run on this machine's GPUs or CPUs or
-on a Slurm cluster, then the summary.
+"""Reproduce the five papers: the registry's stages as a DAG, on this machine or on Slurm, then the summary.
 
 Usage (run_all.sh passes its arguments here):
   python -m reproduce [--methods msg_das,entrannas,darts_pt,darts_pd,d_darts,baselines] [--data DIR]
@@ -61,8 +60,10 @@ def parse_args(argv):
     p.add_argument("--out", default=None, help="default: results (results/smoke with --smoke)")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--plan", action="store_true")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local")
-    p.add_argument("--retries", type=int, default=2, help="times a failed stage is started again (with --resume)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: this machine (default); slurm: a Slurm cluster, through submitit")
+    p.add_argument("--retries", type=int, default=2,
+                   help="times a failed stage is started again, with --resume (default 2)")
     g = p.add_argument_group("on this machine (--executor local)")
     g.add_argument("--gpus", type=int, default=None, help="GPUs to use, one stage each (default: every visible one)")
     g.add_argument("--jobs", type=int, default=None, help="stages at once on the CPUs, without GPUs (default 1)")
@@ -102,7 +103,8 @@ def parse_args(argv):
         if slurm:
             die(f"{' and '.join(slurm)} are for --executor slurm")
         if a.jobs is not None and a.gpus:
-            die(f"--jobs runs stages side by side on the CPUs; with --gpus {a.gpus} each GPU runs one stage: drop one of them")
+            die(f"--jobs runs stages side by side on the CPUs; with --gpus {a.gpus} each GPU runs one stage: "
+                "drop one of them")
     cwd = Path.cwd()  # relative paths are the user's, not the repository's
     resolve = lambda d: str((cwd / Path(d).expanduser()).resolve()) if d else d  # noqa: E731
     a.out = resolve(a.out or ("results/smoke" if a.smoke else "results"))
@@ -138,8 +140,9 @@ def make_executor(a, out):
         return engine.SubmititExecutor(out, a.partition, a.gpus_per_job, a.time or 24.0, a.account)
     gpus = visible_gpus()
     if a.gpus is not None and a.gpus > len(gpus):
+        named = os.environ.get("CUDA_VISIBLE_DEVICES")
         die(f"--gpus {a.gpus}: this machine has {len(gpus)} visible GPU{'s' * (len(gpus) != 1)}"
-            f"{' (CUDA_VISIBLE_DEVICES=' + os.environ['CUDA_VISIBLE_DEVICES'] + ')' if 'CUDA_VISIBLE_DEVICES' in os.environ else ''}")
+            + (f" (CUDA_VISIBLE_DEVICES={named})" if named is not None else ""))
     if a.jobs is not None and a.gpus is None and gpus:
         die(f"--jobs runs stages side by side on the CPUs, but this machine has {len(gpus)} GPUs: "
             "add --gpus 0 to use the CPUs, or drop --jobs to give each stage a GPU")

@@ -326,7 +326,8 @@ class SubmititExecutor:
         self.submitit = import_submitit()
         if cluster == "slurm" and shutil.which("sbatch") is None:
             from common.utils import die
-            die("--executor slurm: no sbatch on this machine; run run_all.sh on a machine of the cluster (a login node)")
+            die("--executor slurm: no sbatch on this machine; run run_all.sh on a machine of the cluster "
+                "(a login node)")
         self.folder, self.cluster, self.gpus_per_job = Path(out) / "jobs", cluster, gpus_per_job
         self.parameters = dict(timeout_min=int(hours * 60), tasks_per_node=1, nodes=1, slurm_partition=partition,
                                slurm_account=account, slurm_signal_delay_s=120, slurm_stderr_to_stdout=True,
@@ -530,7 +531,8 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         old = read_status(out).get("stages", {})
         self.record = {n: dict(old.get(n, {})) for n in self.stages}  # each stage's entry in status.json
-        self.measured = {n: r["seconds"] for n, r in self.record.items() if r.get("state") == "done" and r.get("seconds")}
+        self.measured = {n: r["seconds"] for n, r in self.record.items()
+                         if r.get("state") == "done" and r.get("seconds")}
         self.state = {n: "done" if is_done(s, out) else "pending" for n, s in self.stages.items()}
         for n, st in self.state.items():
             self.record[n]["state"] = st

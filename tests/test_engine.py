@@ -146,7 +146,8 @@ def test_a_folder_held_by_another_process_is_not_run_twice(tmp_path):
     rec = records(tmp_path)
     assert r.failed == {} and set(r.state.values()) == {"done"}
     assert "x" not in rec and "y" in rec and "after_x" in rec
-    assert sum("waits   x" in line for line in lines) == 1 and any("done    x (by the other process)" in line for line in lines)
+    assert sum("waits   x" in line for line in lines) == 1
+    assert any("done    x (by the other process)" in line for line in lines)
 
 
 DRIVER = """
@@ -236,7 +237,8 @@ def test_estimate_and_eta():
     assert engine.eta(stages, {**states, "s": "running"}, running, est, one, 8, 15.0) == pytest.approx(105.0)
     gpus = lambda s: min(s.gpus, 4)  # noqa: E731  w takes all 4 GPUs for its 100 s
     assert engine.eta(stages, states, {}, est, gpus, 4, 0.0) == pytest.approx((20 + 100 + 400) / 4)
-    assert engine.eta(stages, {**states, "s": "failed", "t": "blocked"}, {}, est, one, None, 0.0) == pytest.approx(100.0)
+    left = {**states, "s": "failed", "t": "blocked"}
+    assert engine.eta(stages, left, {}, est, one, None, 0.0) == pytest.approx(100.0)
 
 
 # ---------------------------------------------------------------- Slurm, through submitit
@@ -277,7 +279,8 @@ def test_slurm_job_scripts(fake_slurm):
                      "#SBATCH --signal=USR2@120", "python -u -m submitit.core._submit"):
             assert line in script, f"{line!r} not in\n{script}"
     assert "#SBATCH --array=0-1%2" in array and "--array" not in single
-    assert f"#SBATCH --output={out}/jobs/%A_%a_0_log.out" in array and f"#SBATCH --output={out}/jobs/%j_0_log.out" in single
+    assert f"#SBATCH --output={out}/jobs/%A_%a_0_log.out" in array
+    assert f"#SBATCH --output={out}/jobs/%j_0_log.out" in single
     assert "#SBATCH --job-name=w" in single
     for a in attempts:  # each run folder links its job's Slurm log; the job runs the stage's command
         link = out / a.stage.name / f"slurm-{a.job_id}.log"
