@@ -8,7 +8,7 @@
              (common.train_eval with --report_freq 1: Python, PyTorch, data and network set-up)
 
   python -m bench.executor                         # both; bench/results/executor-<device>.md|.json
-  python -m bench.executor --only overhead         # one of them
+  python -m bench.executor --only overhead         # one of them (the other is kept from the last results)
   python -m bench.executor --methods darts_pd      # the smoke plan of some methods only
 """
 import argparse
@@ -51,7 +51,7 @@ def parallel(jobs, methods):
         seconds = time.time() - t0
         if proc.returncode != 0:
             sys.exit(f"{shlex.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-        return {"jobs": jobs, "seconds": round(seconds, 1),
+        return {"jobs": jobs, "seconds": round(seconds, 1), "load_average": round(os.getloadavg()[0], 1),
                 "stages": len(json.loads((Path(out) / "plan.json").read_text())["stages"])}
 
 
@@ -92,9 +92,10 @@ def markdown(res):
              f"`{res['command']}`", ""]
     if res.get("parallel"):
         one, two = res["parallel"]
-        lines += ["| smoke plan | stages | wall s | x --jobs 1 |", "|---|---|---|---|",
-                  f"| --jobs 1 | {one['stages']} | {one['seconds']:.0f} | 1.00 |",
-                  f"| --jobs 2 | {two['stages']} | {two['seconds']:.0f} | {two['seconds'] / one['seconds']:.2f} |", ""]
+        lines += ["| smoke plan | stages | wall s | x --jobs 1 | load average at the end |", "|---|---|---|---|---|",
+                  f"| --jobs 1 | {one['stages']} | {one['seconds']:.0f} | 1.00 | {one.get('load_average', '–')} |",
+                  f"| --jobs 2 | {two['stages']} | {two['seconds']:.0f} | {two['seconds'] / one['seconds']:.2f} | "
+                  f"{two.get('load_average', '–')} |", ""]
     if res.get("overhead"):
         lines += ["| executor | launch to first line s | launch to first training step s |", "|---|---|---|"]
         lines += [f"| {o['executor']} | {o['to_first_line_s']:.2f} | {o['to_first_step_s']:.2f} |"
@@ -110,9 +111,12 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     import torch
-    res = {"command": shlex.join(["python", "-m", "bench.executor", *(argv if argv is not None else sys.argv[1:])]),
+    out = Path(a.out)
+    stem = out / f"executor-{'cuda' if torch.cuda.is_available() else 'cpu'}"
+    old = json.loads(stem.with_suffix(".json").read_text()) if a.only and stem.with_suffix(".json").exists() else {}
+    res = {**old, "command": shlex.join(["python", "-m", "bench.executor", *(argv if argv is not None else sys.argv[1:])]),
            "machine": {"device": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "torch": torch.__version__, "load_average": os.getloadavg()}}
+                       "torch": torch.__version__}}
     if a.only in (None, "overhead"):
         makers = [("this machine (LocalExecutor)", lambda out: engine.LocalExecutor(jobs=1))]
         try:
@@ -124,9 +128,7 @@ def main(argv=None):
         res["overhead"] = [overhead(name, make) for name, make in makers]
     if a.only in (None, "parallel"):
         res["parallel"] = [parallel(jobs, a.methods) for jobs in (1, 2)]
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"executor-{'cuda' if torch.cuda.is_available() else 'cpu'}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))
