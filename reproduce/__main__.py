@@ -1,39 +1,57 @@
-"""Reproduce the five papers: the registry's stages, run in dependency order, then the summary.
+"""Reproduce the five papers: the registry's stages as a DAG, on this machine or on Slurm, then the summary.
 
 Usage (run_all.sh passes its arguments here):
   python -m reproduce [--methods msg_das,entrannas,darts_pt,darts_pd,d_darts,baselines] [--data DIR]
                       [--imagenet DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke] [--plan]
+                      [--gpus G | --jobs N] [--retries R]
+                      [--executor slurm --partition P [--gpus_per_job G] [--time H] [--account A]]
 
-  --data DIR      CIFAR-10/100 and SVHN (downloaded there by torchvision when missing)
+  --data DIR      CIFAR-10/100 and SVHN (downloaded there once, before the first stage, when missing)
   --imagenet DIR  also the ImageNet rows (train/ and val/ class folders)
   --voc DIR       also the Pascal VOC 2012 rows (segmentation)
   --seeds "..."   search seeds for every experiment instead of each paper's own
   --smoke         every kind of experiment, tiny, on the built-in synthetic data (minutes on a CPU)
-  --plan          list every stage (command, resources, estimated GPU-hours, state) and stop
+  --plan          list every stage (command, resources, estimated GPU-hours, state) and the totals, and stop
 
-Each stage is one run folder under OUT (its log in log.txt, the command's console in console.txt).
-A finished stage (its summary.json exists) is skipped; a started one continues with --resume.
-After an interruption, run the same command again.
+On this machine (--executor local, the default), each stage that needs a GPU runs on GPUs of its
+own (--gpus G: the first G visible GPUs, default all); a stage asking for more GPUs than that
+(ImageNet evaluations under torchrun) waits for all of them. Without GPUs (or --gpus 0), --jobs N
+stages run at once on the CPUs. On Slurm (--executor slurm, needs pip install -e ".[slurm]"), each
+stage is a job submitted with submitit; this command waits for them and submits each stage when
+the stages it depends on are done (run it in tmux, screen or a small CPU job).
+
+Each stage is one run folder under OUT: its log in log.txt, its console in console.txt. A finished
+stage (its summary.json exists) is skipped; a started one continues with --resume; a failed one is
+started again up to --retries times, and the stages that do not depend on it go on. After an
+interruption, or to retry what failed, run the same command again. OUT/status.json holds every
+stage's state; `python -m reproduce.summary OUT` refreshes the results table at any time.
 """
 import argparse
 import json
 import os
-import subprocess
+import shlex
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from common.utils import die
-from reproduce import summary
+from reproduce import engine, summary
 from reproduce.experiments import EXPERIMENTS
-from reproduce.registry import ROOT, Context, PlanError, Row, plan, to_json
+from reproduce.registry import Context, PlanError, Row, plan, to_json
 
 PAPERS = ("msg_das", "entrannas", "darts_pt", "darts_pd", "d_darts", "baselines")
+SLURM_FLAGS = ("partition", "gpus_per_job", "time", "account")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, before anything runs
+        die(f"{message} (bash run_all.sh --help lists the options)")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = Parser(prog="run_all.sh", description=__doc__.split("\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--methods", default=",".join(PAPERS))
     p.add_argument("--data", default="data")
     p.add_argument("--imagenet", default="")
@@ -42,6 +60,20 @@ def parse_args(argv):
     p.add_argument("--out", default=None, help="default: results (results/smoke with --smoke)")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--plan", action="store_true")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: this machine (default); slurm: a Slurm cluster, through submitit")
+    p.add_argument("--retries", type=int, default=2,
+                   help="times a failed stage is started again, with --resume (default 2)")
+    g = p.add_argument_group("on this machine (--executor local)")
+    g.add_argument("--gpus", type=int, default=None, help="GPUs to use, one stage each (default: every visible one)")
+    g.add_argument("--jobs", type=int, default=None, help="stages at once on the CPUs, without GPUs (default 1)")
+    g = p.add_argument_group("on Slurm (--executor slurm)")
+    g.add_argument("--partition", default=None, help="the partition the jobs go to (required)")
+    g.add_argument("--gpus_per_job", type=int, default=None,
+                   help="the most GPUs one job asks for (default: what the stage asks for, 8 for ImageNet evaluation)")
+    g.add_argument("--time", type=float, default=None,
+                   help="wall-clock hours of one job (default 24); a job out of time is requeued and resumes")
+    g.add_argument("--account", default=None, help="the account the jobs are charged to")
     a = p.parse_args(argv)
     methods = [m for m in a.methods.split(",") if m]
     unknown = [m for m in methods if m not in PAPERS]
@@ -55,9 +87,29 @@ def parse_args(argv):
         die(f"--seeds {a.seeds!r}: give one or more non-negative integers")
     if a.smoke and (a.imagenet or a.voc):
         die("--smoke runs on the built-in synthetic data only; drop --imagenet / --voc")
+    for flag, least in (("retries", 0), ("gpus", 0), ("jobs", 1), ("gpus_per_job", 1)):
+        if getattr(a, flag) is not None and getattr(a, flag) < least:
+            die(f"--{flag} {getattr(a, flag)}: give a whole number of at least {least}")
+    if a.time is not None and not a.time > 0:
+        die(f"--time {a.time}: give the hours of one job, more than 0")
+    if a.executor == "slurm":
+        if a.partition is None:
+            die("--executor slurm needs --partition P (the partition the jobs go to; `sinfo` lists them)")
+        local = [f"--{f}" for f in ("gpus", "jobs") if getattr(a, f) is not None]
+        if local:
+            die(f"{' and '.join(local)} are for --executor local; on Slurm, --gpus_per_job caps the GPUs of one job")
+    else:
+        slurm = [f"--{f}" for f in SLURM_FLAGS if getattr(a, f) is not None]
+        if slurm:
+            die(f"{' and '.join(slurm)} are for --executor slurm")
+        if a.jobs is not None and a.gpus:
+            die(f"--jobs runs stages side by side on the CPUs; with --gpus {a.gpus} each GPU runs one stage: "
+                "drop one of them")
     cwd = Path.cwd()  # relative paths are the user's, not the repository's
     resolve = lambda d: str((cwd / Path(d).expanduser()).resolve()) if d else d  # noqa: E731
     a.out = resolve(a.out or ("results/smoke" if a.smoke else "results"))
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        die(f"--out {a.out}: a file is there; give a folder")
     a.data, a.imagenet, a.voc = resolve(a.data), resolve(a.imagenet), resolve(a.voc)
     for flag in ("imagenet", "voc"):
         if getattr(a, flag) and not Path(getattr(a, flag)).is_dir():
@@ -75,75 +127,123 @@ def make_plan(a):
         die(f"the experiment registry is inconsistent: {e}")
 
 
-def command(stage, out):
-    argv = [a.replace("{out}", str(out)) for a in stage.argv]
-    return [sys.executable, *argv, "--save", str(Path(out) / stage.name), "--resume"]
+def visible_gpus():
+    """The GPUs this process sees, as CUDA_VISIBLE_DEVICES names them."""
+    import torch
+    n = torch.cuda.device_count()
+    named = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return named[:n] if named else [str(i) for i in range(n)]
 
 
-def state(stage, out):
-    folder = Path(out) / stage.name
-    if (folder / stage.done).exists():
-        return "done"
-    return "started" if folder.exists() else "pending"
+def make_executor(a, out):
+    if a.executor == "slurm":
+        return engine.SubmititExecutor(out, a.partition, a.gpus_per_job, a.time or 24.0, a.account)
+    gpus = visible_gpus()
+    if a.gpus is not None and a.gpus > len(gpus):
+        named = os.environ.get("CUDA_VISIBLE_DEVICES")
+        die(f"--gpus {a.gpus}: this machine has {len(gpus)} visible GPU{'s' * (len(gpus) != 1)}"
+            + (f" (CUDA_VISIBLE_DEVICES={named})" if named is not None else ""))
+    if a.jobs is not None and a.gpus is None and gpus:
+        die(f"--jobs runs stages side by side on the CPUs, but this machine has {len(gpus)} GPUs: "
+            "add --gpus 0 to use the CPUs, or drop --jobs to give each stage a GPU")
+    return engine.LocalExecutor(gpus[:len(gpus) if a.gpus is None else a.gpus], a.jobs or 1)
 
 
-def print_plan(p, out):
-    counts = {}
-    total = 0.0
+def prior(a, executor):
+    """Seconds per paper-hour before anything is measured: the papers' hours as they are when
+    full-size stages run on GPUs; unknown for a smoke run or on CPUs."""
+    on_gpus = isinstance(executor, engine.SubmititExecutor) or executor.gpus
+    return 3600.0 if on_gpus and not a.smoke else None
+
+
+def fetch_datasets(p):
+    """Download every dataset the stages download (--download), once, before any stage starts:
+    parallel stages would otherwise write the same files at once (and compute nodes often have no
+    internet)."""
+    wanted = {(s.argv[s.argv.index("--dataset") + 1], s.argv[s.argv.index("--data") + 1])
+              for s in p.stages.values() if "--download" in s.argv}
+    if not wanted:
+        return
+    from common.data import get_dataset
+    for dataset, root in sorted(wanted):
+        print(f"run_all.sh: {dataset} in {root} (downloaded if missing)", flush=True)
+        args = argparse.Namespace(dataset=dataset, data=root, download=True, subset=None, image_size=None)
+        for train in (True, False):
+            get_dataset(args, train, None)
+
+
+def resources(stage, executor):
+    w = executor.width(stage)
+    if stage.gpus == 0:
+        return "CPU"
+    if w == 0:
+        return f"{stage.gpus} GPU{'s' if stage.gpus > 1 else ''} -> CPU"
+    text = f"{stage.gpus} GPU{'s' if stage.gpus > 1 else ''}" + (f" -> {w}" if w != stage.gpus else "")
+    return text + (f", torchrun x{w}" if w > 1 else "")
+
+
+def print_plan(p, out, executor, prior_rate, scaled):
+    """Every stage: state, kind, resources, the papers' GPU-hours (time taken here when done),
+    command; then the totals and the time left."""
+    recorded = engine.read_status(out).get("stages", {})
+    states, counts, left = {}, {}, 0.0
     for s in p.stages.values():
-        st = state(s, out)
+        r = recorded.get(s.name, {})
+        st = states[s.name] = engine.stage_state(s, out, r)
         counts[st] = counts.get(st, 0) + 1
-        total += s.gpu_hours if st != "done" else 0
-        print(f"{st:8} {s.kind:7} gpus={s.gpus} ~{s.gpu_hours:7.1f} GPU-h  {s.name}")
-        print(f"         {' '.join(command(s, out)[1:])}")
+        left += s.gpu_hours if st != "done" else 0
+        took = f"  took {engine.hms(r['seconds'])}" if st == "done" and r.get("seconds") else ""
+        tries = f"  {r['attempts']} attempt{'s' * (r['attempts'] > 1)}" if st != "done" and r.get("attempts") else ""
+        if st == "running" and r.get("since"):
+            tries += f", for {engine.hms(time.time() - r['since'])}"
+        print(f"{st:8} {s.kind:7} {resources(s, executor):20} ~{s.gpu_hours:7.1f} GPU-h  {s.name}{took}{tries}")
+        print(f"         {shlex.join(engine.command(s, out, max(executor.width(s), 1)))}")
     for row, why in p.skipped:
         print(f"skipped  {row.paper} / {row.table} / {row.row} ({row.dataset}): {why}")
-    print(f"{len(p.stages)} stages ({', '.join(f'{n} {k}' for k, n in counts.items())}), "
-          f"{len(p.rows)} rows, ~{total:.0f} GPU-hours left at the papers' settings")
-
-
-def run(p, out):
-    """Every stage in dependency order; a failed stage skips what depends on it, not the rest."""
-    failed, blocked = [], set()
-    for i, s in enumerate(p.stages.values()):
-        folder = Path(out) / s.name
-        if any(d in blocked for d in s.deps):
-            blocked.add(s.name)
-            continue
-        if state(s, out) == "done":
-            print(f"  done     {folder}")
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        print(f"  running  {folder}   ({i + 1}/{len(p.stages)}; log: {folder}/log.txt)", flush=True)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with open(folder / "console.txt", "a") as console:
-            rc = subprocess.call(command(s, out), cwd=ROOT, stdout=console, stderr=subprocess.STDOUT, env=env)
-        if rc != 0 or state(s, out) != "done":
-            failed.append(s)
-            blocked.add(s.name)
-            tail = (folder / "console.txt").read_text().splitlines()[-15:]
-            print("\n".join(tail), file=sys.stderr)
-            print(f"run_all.sh: the stage in {folder} failed (console: {folder}/console.txt)", file=sys.stderr)
-    return failed, blocked
+    measured = {n: r["seconds"] for n, r in recorded.items() if n in p.stages and r.get("seconds")}
+    est = engine.Estimate(p.stages, measured, prior_rate, scaled)
+    running = {n: SimpleNamespace(since=recorded[n]["since"]) for n, st in states.items()
+               if st == "running" and recorded.get(n, {}).get("since")}
+    states = {n: ("pending" if st == "started" else st) for n, st in states.items()}
+    eta = engine.eta(p.stages, states, running, est, executor.occupancy, executor.capacity, time.time())
+    print(f"{len(p.stages)} stages ({', '.join(f'{n} {k}' for k, n in counts.items())}), {len(p.rows)} rows; "
+          f"~{left:.0f} GPU-hours left at the papers' settings; "
+          f"~{engine.hms(eta)} left on {executor.describe()}"
+          + (" (from the stages measured here)" if measured else " (the papers' GPU-hours)" if prior_rate else
+             " (unknown until a stage has finished here)"))
 
 
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
     p = make_plan(a)
     out = Path(a.out)
+    executor = make_executor(a, out)
     if a.plan:
-        print_plan(p, out)
+        print_plan(p, out, executor, prior(a, executor), scaled=not a.smoke)
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    lock = engine.Lock(out / "run_all.lock")
+    if not lock.acquire(command=shlex.join(sys.argv)):
+        who = lock.holder()
+        die(f"{out} is being run by another run_all.sh (pid {who.get('pid', '?')} on {who.get('host', '?')}); "
+            "wait for it to end or stop it")
+    fetch_datasets(p)
     (out / "plan.json").write_text(json.dumps(to_json(p), indent=1) + "\n")
-    print(f"run_all.sh: {len(p.stages)} stages, results in {out} ({'smoke' if a.smoke else 'full'} mode)")
-    t0 = time.time()
-    failed, blocked = run(p, out)
+    print(f"run_all.sh: results in {out} ({'smoke' if a.smoke else 'full'} mode); status in {out / engine.STATUS}",
+          flush=True)
+    r = engine.run(p, out, executor, a.retries, prior(a, executor), scaled=not a.smoke,
+                   echo=lambda line: print(line, flush=True))
     summary.main([str(out)])
-    print(f"run_all.sh: {time.time() - t0:.0f} s")
-    if failed:
-        print(f"run_all.sh: {len(failed)} stage(s) failed, {len(blocked) - len(failed)} not run because of them; "
-              "run the same command again to continue", file=sys.stderr)
+    if r.interrupted:
+        print(f"run_all.sh: stopped by {r.interrupted}; run the same command again to continue "
+              "(finished stages are kept, started ones resume)", file=sys.stderr)
+        return 130
+    if r.failed:
+        blocked = [n for n, st in r.state.items() if st == "blocked"]
+        print(f"run_all.sh: {len(r.failed)} stage(s) failed, {len(blocked)} not run because of them:", file=sys.stderr)
+        for name, log in r.failed.items():
+            print(f"  {name}  (log: {log})", file=sys.stderr)
+        print("run_all.sh: run the same command again to retry them (with --resume)", file=sys.stderr)
         return 1
     return 0
 
