@@ -2,13 +2,16 @@
 
 Usage (run_all.sh passes its arguments here):
   python -m reproduce [--methods msg_das,entrannas,darts_pt,darts_pd,d_darts,baselines] [--data DIR]
-                      [--imagenet DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke] [--plan]
+                      [--imagenet DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke | --demo] [--plan]
 
   --data DIR      CIFAR-10/100 and SVHN (downloaded there by torchvision when missing)
   --imagenet DIR  also the ImageNet rows (train/ and val/ class folders)
   --voc DIR       also the Pascal VOC 2012 rows (segmentation)
   --seeds "..."   search seeds for every experiment instead of each paper's own
   --smoke         every kind of experiment, tiny, on the built-in synthetic data (minutes on a CPU)
+  --demo          every method's search, small, on the built-in synthetic data, its cell trained beside a
+                  random cell and DARTS_V2 (reproduce/demo.py; under 10 minutes on 2 CPU cores; --methods
+                  picks the searches)
   --plan          list every stage (command, resources, estimated GPU-hours, state) and stop
 
 Each stage is one run folder under OUT (its log in log.txt, the command's console in console.txt).
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from common.utils import die
 from reproduce import summary
+from reproduce.demo import demo
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import ROOT, Context, PlanError, Row, plan, to_json
 
@@ -39,8 +43,9 @@ def parse_args(argv):
     p.add_argument("--imagenet", default="")
     p.add_argument("--voc", default="")
     p.add_argument("--seeds", default=None, help='e.g. "0 1": search seeds instead of the papers\' own')
-    p.add_argument("--out", default=None, help="default: results (results/smoke with --smoke)")
+    p.add_argument("--out", default=None, help="default: results (results/smoke, results/demo with --smoke, --demo)")
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--demo", action="store_true")
     p.add_argument("--plan", action="store_true")
     a = p.parse_args(argv)
     methods = [m for m in a.methods.split(",") if m]
@@ -53,11 +58,14 @@ def parse_args(argv):
         die(f"--seeds {a.seeds!r}: give integers, e.g. --seeds \"0 1\"")
     if seeds is not None and (not seeds or min(seeds) < 0):
         die(f"--seeds {a.seeds!r}: give one or more non-negative integers")
-    if a.smoke and (a.imagenet or a.voc):
-        die("--smoke runs on the built-in synthetic data only; drop --imagenet / --voc")
+    if a.smoke and a.demo:
+        die("--smoke and --demo are two different runs; choose one")
+    if (a.smoke or a.demo) and (a.imagenet or a.voc):
+        die(f"--{'smoke' if a.smoke else 'demo'} runs on the built-in synthetic data only; "
+            "drop --imagenet / --voc")
     cwd = Path.cwd()  # relative paths are the user's, not the repository's
     resolve = lambda d: str((cwd / Path(d).expanduser()).resolve()) if d else d  # noqa: E731
-    a.out = resolve(a.out or ("results/smoke" if a.smoke else "results"))
+    a.out = resolve(a.out or ("results/smoke" if a.smoke else "results/demo" if a.demo else "results"))
     a.data, a.imagenet, a.voc = resolve(a.data), resolve(a.imagenet), resolve(a.voc)
     for flag in ("imagenet", "voc"):
         if getattr(a, flag) and not Path(getattr(a, flag)).is_dir():
@@ -68,7 +76,7 @@ def parse_args(argv):
 
 def make_plan(a):
     ctx = Context(smoke=a.smoke, data=a.data, imagenet=a.imagenet, voc=a.voc, seeds=a.seeds)
-    rows = [e for e in EXPERIMENTS if isinstance(e, Row) and e.paper in a.methods]
+    rows = demo(a.methods) if a.demo else [e for e in EXPERIMENTS if isinstance(e, Row) and e.paper in a.methods]
     try:
         return plan(rows, ctx)
     except PlanError as e:

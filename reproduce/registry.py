@@ -212,9 +212,10 @@ class Context:
     smoke_seeds: int = 1  # searches per configuration in smoke mode (2 where a selection needs a choice)
 
     def dataset_flags(self, dataset):
-        """--dataset/--data for a paper's dataset, or the synthetic data in smoke mode; None when the
-        data was not given (the row is then left out of the plan)."""
-        if self.smoke:
+        """--dataset/--data for a paper's dataset, or the synthetic data in smoke mode (and for the
+        demo's rows, whose dataset it is); None when the data was not given (the row is then left
+        out of the plan)."""
+        if self.smoke or dataset == "synthetic":
             return ("--dataset", "synthetic")
         if dataset == "imagenet":
             return ("--dataset", "imagenet", "--data", self.imagenet) if self.imagenet else None
