@@ -191,8 +191,9 @@ def test_the_demo_searches_every_method_once_and_trains_all_rows_identically(mon
         args, build = _training_args(s, monkeypatch)
         parsed.append({k: getattr(args, k) for k in protocol})
         if build is not None:  # D-DARTS' builder uses a per-cell genotype of `layers` cells as it is
-            g = G.random_genotype(demo.SPACE, 0)
-            per_cell = Genotype(cells=tuple(c for c, _ in g.layout(args.layers)), reductions=(1, 3))
+            cells = [G.random_genotype(demo.SPACE, s) for s in range(args.layers)]  # all different
+            per_cell = Genotype(cells=tuple(g.reduce if i in (1, 3) else g.normal for i, g in enumerate(cells)),
+                                reductions=(1, 3))
             nets = []
             for make in (build, lambda g, n, a: build_network(g, a.dataset, a.init_channels, a.layers, n, a.auxiliary)):
                 torch.manual_seed(0)
@@ -219,15 +220,15 @@ def test_run_all_demo_flags(tmp_path, capsys):
 
 # ---------------------------------------------------------------- the summary's pictures
 
-def _finished_demo(out, methods=("msg_das",)):
-    """OUT as a finished demo of `methods` would leave it, without running anything: plan.json, the
-    searches' genotypes, the trainings' summaries."""
-    p = plan(demo.demo(methods), Context(data="/data"))
+def _finished_demo(out, methods=("msg_das",), seeds=(0, 1)):
+    """OUT as a finished demo of `methods` with two searches each would leave it, without running
+    anything: plan.json, the searches' genotypes, the trainings' summaries."""
+    p = plan(demo.demo(methods), Context(data="/data", seeds=seeds))
     (out / "plan.json").write_text(json.dumps(to_json(p)))
     for name, s in p.stages.items():
         (out / name).mkdir(parents=True)
         if s.kind == "search":
-            G.save(out / name / "genotype.json", G.random_genotype(demo.SPACE, 5))
+            G.save(out / name / "genotype.json", G.random_genotype(demo.SPACE, 5 + len(name)))
         summary = {"final_top1": 60.0, "params_M": 0.05} if s.kind == "train" else {"search_time_s": 36.0}
         (out / name / "summary.json").write_text(json.dumps(summary))
     return p
@@ -241,13 +242,13 @@ def test_the_summary_shows_every_trained_cell_as_a_picture(tmp_path, monkeypatch
     md = (tmp_path / "summary.md").read_text()
     table = md[md.index(f"## demo: {demo.TABLE}"):]
     assert "paper" not in table.split("\n")[2]  # no paper columns in a table without the paper's numbers
-    pictures = {"cells/msg_das/demo/s0/genotype.png": "MSG-DAS", "cells/random-darts-0.png": "random cell",
-                "cells/DARTS_V2.png": "DARTS_V2"}
+    pictures = {"cells/msg_das/demo/s0/genotype.png": "MSG-DAS", "cells/msg_das/demo/s1/genotype.png": "MSG-DAS",
+                "cells/random-darts-0.png": "random cell", "cells/DARTS_V2.png": "DARTS_V2"}
     for picture, row in pictures.items():
         assert (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
         assert f"]({picture})" in next(line for line in table.split("\n") if line.startswith(f"| {row}"))
         assert f"![{row}" in table and f"({picture})\n" in table
-    assert "40.00 (1)" in table  # the test error of every row
+    assert table.count("![") == len(pictures) and "40.00 ± 0.00 (2)" in table and "40.00 (1)" in table
 
 
 def test_without_a_drawing_tool_the_summary_links_the_genotypes_and_says_what_to_install(tmp_path, monkeypatch):
