@@ -53,8 +53,6 @@ def _search_step(module, flags, opts, device):
     import importlib
     ts = importlib.import_module(f"{module}.train_search")
     args = ts.parse_args([*flags, *_common(opts)])
-    if module == "darts_pd":
-        args = ts.resolve(args, 1)
     searcher = ts.Searcher(args, NUM_CLASSES, device)
     searcher.start_epoch(args.epochs - 1)
     train, valid = _batches(opts, device)
@@ -72,20 +70,20 @@ def _projection_decision(opts, device):
     (here on one validation batch; a real decision repeats this over the validation split)."""
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from darts_pt import projection
+    from darts_pt import selection
     from darts_pt.train_search import Searcher, parse_args
     args = parse_args(_common(opts))
     model = Searcher(args, NUM_CLASSES, device).model
     ds = TensorDataset(*_batches(opts, device, 1)[0])
     loader = DataLoader(ds, batch_size=opts.batch_size, sampler=DistributedSampler(ds, 1, 0, shuffle=False))
-    return lambda: projection.op_strength(model, "normal", 0, loader, "acc", opts.amp)
+    return lambda: selection.op_strength(model, "normal", 0, loader, "acc", opts.amp)
 
 
 def _fair_step(opts, device):
     """DARTS-PD stage 2: one strictly fair step, the k = 2 paths of a group on one batch."""
     from darts_pd.train_search import FairTrainer, parse_args
-    args = parse_args([*_common(opts), "--pruned", "random"])
-    trainer = FairTrainer(args, NUM_CLASSES, device)
+    args = parse_args([*_common(opts), "--pruned", "random", "--fair_batch_size", str(opts.batch_size)])
+    trainer = FairTrainer(args, NUM_CLASSES, device, steps_per_epoch=1)
     trainer.start_epoch(0)
     batch = _batches(opts, device, 1)[0]
     return lambda: trainer.step(batch)
@@ -96,11 +94,12 @@ def _es_generation(opts, device):
     after BN re-estimation on `bn_batches` batches) with a fitness split of `es_images` images."""
     from darts_pd.train_search import FairTrainer, PathSearch, parse_args
     args = parse_args([*_common(opts), "--pruned", "random", "--subset", str(2 * opts.es_images),
-                       "--population", str(opts.population), "--mutations", str(opts.population // 2),
+                       "--fair_batch_size", str(opts.batch_size), "--population", str(opts.population),
+                       "--mutations", str(opts.population // 2),
                        "--crossovers", str(opts.population - opts.population // 2),
                        "--bn_batches", str(opts.bn_batches), "--eval_layers", str(opts.layers),
-                       "--eval_init_channels", str(opts.init_channels), "--buckets", "0", "inf"])
-    search = PathSearch(args, NUM_CLASSES, device, supernet=FairTrainer(args, NUM_CLASSES, device).net)
+                       "--eval_init_channels", str(opts.init_channels)])
+    search = PathSearch(args, NUM_CLASSES, device, supernet=FairTrainer(args, NUM_CLASSES, device, 1).net)
     return search.generation
 
 
@@ -126,7 +125,8 @@ CONFIGS = {
     "darts_pd ES generation": ("one ES generation (see --population, --es_images)", _es_generation),
     "d_darts L_F": ("D-DARTS, L_F only (w_abl 0)", _method("d_darts", "--w_abl", "0")),
     "d_darts L_AB constant": ("Sec. 5.3: constant ablation loss", _method("d_darts", "--ablation_loss", "constant")),
-    "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss", _method("d_darts")),
+    "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss",
+                                    _method("d_darts", "--ablation_loss", "differentiable")),
 }
 ONE_SHOT = {"darts_pd ES generation"}  # long steps: one warm-up (memory), one timed
 

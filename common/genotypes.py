@@ -1,4 +1,4 @@
-"""One genotype type for all five methods, its JSON form, the DARTS text form, random cells, DOT export and pictures.
+"""One genotype type for all five methods, its JSON form, the text forms, random cells, DOT export and pictures.
 
 A cell is a list of intermediate nodes; a node is a list of (op, input) pairs
 and sums their outputs. States are numbered as in DARTS: the cell inputs first
@@ -34,6 +34,19 @@ class GenotypeError(ValueError):
     """A genotype that cannot be read or is not valid."""
 
 
+MAX_TEXT = 100_000  # characters of a DARTS text or NAS-Bench-201 string (a published cell has about 600)
+
+
+def _short(value, most=60):
+    """repr(value), cut to `most` characters: messages quote what they were given, never all of it."""
+    text = repr(value)
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 @dataclass(frozen=True)
 class Cell:
     nodes: tuple  # nodes[i] = ((op, input), ...) for the state num_inputs + i
@@ -49,6 +62,9 @@ class Cell:
         return [(i, op, j) for i, node in enumerate(self.nodes) for op, j in node]
 
     def validate(self, known_ops, where="cell"):
+        if self.num_inputs not in (1, 2):
+            raise GenotypeError(f"{where}: num_inputs {_short(self.num_inputs)} must be 2 (DARTS cells) or 1 "
+                                "(NAS-Bench-201 cells)")
         if not self.nodes:
             raise GenotypeError(f"{where}: no nodes")
         for i, node in enumerate(self.nodes):
@@ -56,15 +72,15 @@ class Cell:
             if not node:
                 raise GenotypeError(f"{where}: node {state} has no input")
             for op, j in node:
-                if op not in known_ops:
-                    raise GenotypeError(f"{where}: unknown op {op!r} at node {state}; known ops: "
+                if not isinstance(op, str) or op not in known_ops:
+                    raise GenotypeError(f"{where}: unknown op {_short(op)} at node {state}; known ops: "
                                         f"{', '.join(sorted(known_ops))}")
-                if not isinstance(j, int) or not 0 <= j < state:
-                    raise GenotypeError(f"{where}: node {state} takes input {j!r}; it must be a state "
-                                        f"before it (0..{state - 1})")
-        if not self.concat or any(not 0 <= c < self.num_states for c in self.concat):
-            raise GenotypeError(f"{where}: concat {list(self.concat)} must name states "
-                                f"0..{self.num_states - 1}")
+                if not _is_int(j) or not 0 <= j < state:
+                    raise GenotypeError(f"{where}: node {state} takes input {_short(j)}; it must be a whole number, "
+                                        f"a state before it (0..{state - 1})")
+        if not self.concat or any(not _is_int(c) or not 0 <= c < self.num_states for c in self.concat):
+            raise GenotypeError(f"{where}: concat {_short(list(self.concat))} must name states "
+                                f"0..{self.num_states - 1} (whole numbers)")
 
 
 @dataclass(frozen=True)
@@ -135,12 +151,15 @@ def _cell_to_dict(cell):
             "concat": list(cell.concat), "num_inputs": cell.num_inputs}
 
 
-def _cell_from_dict(d):
-    try:
-        nodes = tuple(tuple((str(op), int(j)) for op, j in node) for node in d["nodes"])
-        return Cell(nodes, tuple(int(c) for c in d["concat"]), int(d.get("num_inputs", 2)))
-    except (KeyError, TypeError, ValueError) as e:
-        raise GenotypeError(f"malformed cell {str(d)[:80]}: {e}") from None
+def _cell_from_dict(d, where):
+    """A Cell from its JSON form, the types checked (no value is converted: 1.9 is not an input)."""
+    if not isinstance(d, dict) or not isinstance(d.get("nodes"), list) or not isinstance(d.get("concat"), list):
+        raise GenotypeError(f"{where}: a cell is {{\"nodes\": [[[op, input], ...], ...], \"concat\": [...]}}, "
+                            f"not {_short(d)}")
+    for node in d["nodes"]:
+        if not isinstance(node, list) or not all(isinstance(p, list) and len(p) == 2 for p in node):
+            raise GenotypeError(f"{where}: a node is a list of [op, input] pairs, not {_short(node)}")
+    return Cell(tuple(tuple(tuple(p) for p in node) for node in d["nodes"]), tuple(d["concat"]), d.get("num_inputs", 2))
 
 
 def to_dict(g):
@@ -161,10 +180,15 @@ def from_dict(d):
     if "nb201" in d:
         g = Genotype(normal=parse_nb201(d["nb201"]), meta=meta)
     elif "cells" in d:
-        g = Genotype(cells=tuple(_cell_from_dict(c) for c in d["cells"]),
-                     reductions=tuple(d.get("reductions", ())), meta=meta)
+        cells, reductions = d["cells"], d.get("reductions", [])
+        if not isinstance(cells, list) or not cells:
+            raise GenotypeError(f"'cells' must be a list of cells, not {_short(cells)}")
+        if not isinstance(reductions, list) or not all(map(_is_int, reductions)):
+            raise GenotypeError(f"'reductions' must be a list of layer indices (whole numbers), not {_short(reductions)}")
+        g = Genotype(cells=tuple(_cell_from_dict(c, f"cell {i}") for i, c in enumerate(cells)),
+                     reductions=tuple(reductions), meta=meta)
     elif "normal" in d and "reduce" in d:
-        g = Genotype(_cell_from_dict(d["normal"]), _cell_from_dict(d["reduce"]), meta=meta)
+        g = Genotype(_cell_from_dict(d["normal"], "normal"), _cell_from_dict(d["reduce"], "reduce"), meta=meta)
     else:
         raise GenotypeError("a genotype JSON needs 'normal' and 'reduce', 'cells', or 'nb201'")
     return g.validate()
@@ -179,10 +203,11 @@ def save(path, g, **meta):
 
 # ---------------------------------------------------------------- text forms
 
-def _literal(node, what):
-    if isinstance(node, ast.Constant) and type(node.value) in (int, str):
+def _literal(node, what, kind=(int, str)):
+    if isinstance(node, ast.Constant) and type(node.value) in kind:
         return node.value
-    raise GenotypeError(f"not a DARTS genotype: {what} must be a plain string or integer")
+    need = "a whole number" if kind == (int,) else "a plain string or whole number"
+    raise GenotypeError(f"not a DARTS genotype: {what} must be {need}")
 
 
 def _ops_list(node):
@@ -201,26 +226,34 @@ def _ops_list(node):
     return tuple(tuple(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
 
 
-def _concat(node):
+def _concat(node, num_states, what="a concat"):
+    """The states a concat names: a list of whole numbers or range(a, b), within 0..num_states-1
+    (checked before a range is expanded: range(2, 20000000) is refused, not built)."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" \
             and not node.keywords and 1 <= len(node.args) <= 2:
-        return tuple(range(*(_literal(a, "a range bound") for a in node.args)))
+        bounds = [_literal(a, f"{what} range bound", (int,)) for a in node.args]
+        a, b = ([0] + bounds)[-2:]
+        if not 0 <= a < b <= num_states:
+            raise GenotypeError(f"not a DARTS genotype: {what} range({', '.join(map(str, bounds))}) must lie "
+                                f"within 0..{num_states - 1}")
+        return tuple(range(a, b))
     if isinstance(node, (ast.List, ast.Tuple)):
-        return tuple(_literal(e, "a concat index") for e in node.elts)
-    raise GenotypeError("not a DARTS genotype: a concat is a list of integers or range(a, b)")
+        return tuple(_literal(e, f"{what} index", (int,)) for e in node.elts)
+    raise GenotypeError(f"not a DARTS genotype: {what} is a list of whole numbers or range(a, b)")
 
 
-def parse_darts_text(text):
-    """Parse `Genotype(normal=[...], normal_concat=..., reduce=[...], reduce_concat=...)`
-    from its syntax tree; nothing is evaluated, anything else is rejected."""
+def _call_fields(text, name, names):
+    """The arguments of the call `name(...)` that `text` is, by field name (positional ones in the
+    order of `names`), from its syntax tree; anything but such a call is rejected."""
+    if len(text) > MAX_TEXT:
+        raise GenotypeError(f"not a DARTS genotype: {len(text)} characters (at most {MAX_TEXT})")
     try:
         tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise GenotypeError("not a DARTS genotype: the text does not parse") from None
-    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "Genotype"):
-        raise GenotypeError("not a DARTS genotype: expected Genotype(normal=..., reduce=...)")
-    names = ("normal", "normal_concat", "reduce", "reduce_concat")
-    if len(tree.args) > 4:
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == name):
+        raise GenotypeError(f"not a DARTS genotype: expected {name}({', '.join(f'{n}=...' for n in names)})")
+    if len(tree.args) > len(names):
         raise GenotypeError("not a DARTS genotype: too many arguments")
     fields = dict(zip(names, tree.args))
     for kw in tree.keywords:
@@ -229,9 +262,82 @@ def parse_darts_text(text):
         fields[kw.arg] = kw.value
     if set(fields) != set(names):
         raise GenotypeError(f"not a DARTS genotype: missing {', '.join(sorted(set(names) - set(fields)))}")
-    normal = Cell(_ops_list(fields["normal"]), _concat(fields["normal_concat"]))
-    reduce = Cell(_ops_list(fields["reduce"]), _concat(fields["reduce_concat"]))
+    return fields
+
+
+def parse_darts_text(text):
+    """Parse `Genotype(normal=[...], normal_concat=..., reduce=[...], reduce_concat=...)`
+    from its syntax tree; nothing is evaluated, anything else is rejected."""
+    fields = _call_fields(text, "Genotype", ("normal", "normal_concat", "reduce", "reduce_concat"))
+    normal, reduce = _ops_list(fields["normal"]), _ops_list(fields["reduce"])
+    normal = Cell(normal, _concat(fields["normal_concat"], 2 + len(normal)))
+    reduce = Cell(reduce, _concat(fields["reduce_concat"], 2 + len(reduce)))
     return Genotype(normal, reduce).validate()
+
+
+def compact_cell(nodes, concat=None, num_inputs=2):
+    """A Cell from `nodes` (nodes[i]: the (op, input) pairs of state num_inputs + i) where some
+    nodes may have no input: such a node is dropped with the ops that read it (which can leave
+    later nodes without input too), and the states that remain are renumbered in order. The cell
+    outputs the remaining states of `concat` (default: every remaining node). None if no node remains."""
+    renamed, kept = {j: j for j in range(num_inputs)}, []
+    for i, pairs in enumerate(nodes):
+        pairs = tuple((op, renamed[j]) for op, j in pairs if j in renamed)
+        if pairs:
+            renamed[num_inputs + i] = num_inputs + len(kept)
+            kept.append(pairs)
+    if not kept:
+        return None
+    concat = range(num_inputs, num_inputs + len(nodes)) if concat is None else concat
+    return Cell(tuple(kept), tuple(renamed[c] for c in concat if c in renamed), num_inputs)
+
+
+def _triples(node, k):
+    if not isinstance(node, (ast.List, ast.Tuple)):
+        raise GenotypeError(f"not a DARTS genotype: genes[{k}] must be a list of (op, node, input) triples")
+    triples = []
+    for item in node.elts:
+        if not isinstance(item, ast.Tuple) or len(item.elts) != 3:
+            raise GenotypeError(f"not a DARTS genotype: genes[{k}] holds an entry that is not (op, node, input)")
+        op, to, j = (_literal(e, "an (op, node, input) entry") for e in item.elts)
+        if not (isinstance(op, str) and isinstance(to, int) and isinstance(j, int)) or not 0 <= j < to:
+            raise GenotypeError(f"not a DARTS genotype: genes[{k}] entry {(op, to, j)} is not "
+                                "('op_name', node, input) with input < node")
+        triples.append((op, to, j))
+    return triples
+
+
+def parse_nested_text(text):
+    """Parse the per-cell text form `Genotype_nested(genes=[[('op', node, input), ...], ...],
+    concat=range(2, 6), reductions=[...])`, one gene list per layer, as published in other
+    repositories. The network that reads this form sums each node's ops, skips a node no op
+    writes together with the ops that read it, and outputs the nodes that remain: `compact_cell`."""
+    fields = _call_fields(text, "Genotype_nested", ("genes", "concat", "reductions"))
+    if not isinstance(fields["genes"], (ast.List, ast.Tuple)) or not fields["genes"].elts:
+        raise GenotypeError("not a DARTS genotype: genes must be a non-empty list of per-layer lists")
+    genes = [_triples(gene, k) for k, gene in enumerate(fields["genes"].elts)]
+    states = 1 + max(to for triples in genes for _, to, _ in triples) if any(genes) else 2
+    concat = _concat(fields["concat"], states)
+    cells = []
+    for k, triples in enumerate(genes):
+        nodes = [[] for _ in range(max([to for _, to, _ in triples], default=1) - 1)]
+        for op, to, j in triples:
+            nodes[to - 2].append((op, j))
+        cell = compact_cell(nodes, concat)
+        if cell is None:
+            raise GenotypeError(f"not a DARTS genotype: genes[{k}] has no op")
+        cells.append(cell)
+    return Genotype(cells=tuple(cells), reductions=_concat(fields["reductions"], len(cells), "reductions")).validate()
+
+
+def parse_text(text):
+    """The text forms: DARTS `Genotype(...)`, per-cell `Genotype_nested(...)`, NAS-Bench-201 `|op~0|+...`."""
+    text = text.strip()
+    if text.startswith("Genotype_nested("):
+        return parse_nested_text(text)
+    if text.startswith("|"):
+        return Genotype(normal=parse_nb201(text))
+    return parse_darts_text(text)
 
 
 def to_darts_text(g):
@@ -243,15 +349,17 @@ def to_darts_text(g):
 
 def parse_nb201(text):
     """`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` -> a single-input cell whose output is the last node."""
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise GenotypeError(f"not a NAS-Bench-201 string: {_short(text)}")
     nodes = []
     for part in text.strip().split("+"):
         if not (part.startswith("|") and part.endswith("|")) or len(part) < 3:
-            raise GenotypeError(f"not a NAS-Bench-201 string: {text!r}")
+            raise GenotypeError(f"not a NAS-Bench-201 string: {_short(text)}")
         node = []
         for item in part[1:-1].split("|"):
             op, sep, j = item.partition("~")
-            if not sep or not j.isdigit():
-                raise GenotypeError(f"not a NAS-Bench-201 string: bad entry {item!r}")
+            if not sep or not j.isdigit() or not j.isascii():
+                raise GenotypeError(f"not a NAS-Bench-201 string: bad entry {_short(item)}")
             node.append((op, int(j)))
         nodes.append(tuple(node))
     cell = Cell(tuple(nodes), (len(nodes),), num_inputs=1)
@@ -310,15 +418,14 @@ def published():
         while "alias" in target:
             target = entries[target["alias"]]
         g = target["genotype"]
-        g = parse_darts_text(g) if isinstance(g, str) and not g.startswith("|") else \
-            Genotype(normal=parse_nb201(g)) if isinstance(g, str) else from_dict(g)
+        g = parse_text(g) if isinstance(g, str) else from_dict(g)
         source = entry["source"] if "alias" not in entry else f"= {entry['alias']}"
         out[name] = (g, source)
     return out
 
 
 def load(arch):
-    """A published name, a JSON file, the DARTS text form, a NAS-Bench-201 string, or
+    """A published name, a JSON file, a text form (`parse_text`) or a file holding one, or
     `random:SPACE:SEED` (the cells `random_genotype(SPACE, SEED)` draws)."""
     arch = str(arch).strip()
     if arch in published():
@@ -326,20 +433,27 @@ def load(arch):
     if arch.startswith("random:"):
         _, space, seed = (arch.split(":") + ["", ""])[:3]
         if not seed.isdigit() or arch.count(":") != 2:
-            raise GenotypeError(f"{arch!r}: a random cell is random:SPACE:SEED, e.g. random:darts:0")
+            raise GenotypeError(f"{_short(arch)}: a random cell is random:SPACE:SEED, e.g. random:darts:0")
         return random_genotype(space, int(seed))
-    if arch.startswith("Genotype("):
-        return parse_darts_text(arch)
-    if arch.startswith("|"):
-        return Genotype(normal=parse_nb201(arch))
-    path = Path(arch)
-    if not path.is_file():
-        raise GenotypeError(f"{arch!r} is neither a published genotype (python -m common.genotypes list), "
-                            "a JSON file, a DARTS Genotype(...) text, a NAS-Bench-201 string nor random:SPACE:SEED")
+    if arch.startswith(("Genotype(", "Genotype_nested(", "|")):
+        return parse_text(arch)
+    path = Path(arch) if len(arch) < 4096 else None
+    if path is None or not path.is_file():
+        raise GenotypeError(f"{_short(arch)} is neither a published genotype (python -m common.genotypes list), "
+                            "a file, a Genotype(...) / Genotype_nested(...) text, a NAS-Bench-201 string "
+                            "nor random:SPACE:SEED")
     try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GenotypeError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e.reason})") from None
+    try:
+        if text.lstrip().startswith(("Genotype(", "Genotype_nested(", "|")):  # a text form saved to a file
+            return parse_text(text)
+        d = json.loads(text)
+    except GenotypeError as e:
+        raise GenotypeError(f"{path}: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise GenotypeError(f"{path}: not valid JSON ({' '.join(str(e).split())[:100]})") from None
     try:
         return from_dict(d)
     except GenotypeError as e:
@@ -349,9 +463,10 @@ def load(arch):
 # ---------------------------------------------------------------- derivation
 
 def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
-    """The DARTS rule: per node, the `k` input edges with the largest non-`none` weight; on each,
-    the arg-max non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node
-    by node, inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
+    """The DARTS rule (Liu et al., 2019, Sec. 2.4): per node, the `k` input edges with the largest
+    non-`none` weight, strongest first (as DARTS' genotype() lists them); on each, the arg-max
+    non-`none` op. `weights[e][o]` is the weight of op o on edge e (edges ordered node by node,
+    inputs in order); `edge_ops[e]` names the ops of edge e. Ties keep the lower index."""
     nodes, e = [], 0
     for i in range(steps):
         n_in = num_inputs + i
@@ -362,7 +477,7 @@ def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
             o = max(cand, key=lambda o: (w[o], -o))
             best.append((w[o], j, ops[o]))
         chosen = sorted(best, key=lambda t: (-t[0], t[1]))[:k]
-        nodes.append(tuple((op, j) for _, j, op in sorted(chosen, key=lambda t: t[1])))
+        nodes.append(tuple((op, j) for _, j, op in chosen))
         e += n_in
     return Cell(tuple(nodes), tuple(range(num_inputs, num_inputs + steps)), num_inputs)
 
@@ -467,11 +582,11 @@ def draw(g, path, title=""):
 
 def main(argv=None):
     from common.network import build_network
-    from common.utils import count_madds, count_params, die
+    from common.utils import count_madds, count_madds_thop, count_params, die
 
     parser = argparse.ArgumentParser(prog="python -m common.genotypes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds")
+    show = sub.add_parser("show", help="print a genotype with its parameters and multiply-adds (conv + fc, and thop's)")
     show.add_argument("arch", help="published name, JSON file, DARTS text or NAS-Bench-201 string")
     show.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "svhn", "imagenet"])
     show.add_argument("--layers", type=int, default=None, help="default: 20 on CIFAR, 14 on ImageNet")
@@ -512,7 +627,8 @@ def main(argv=None):
         die(f"--draw {args.draw}: install matplotlib (pip install -e \".[reproduce]\") or Graphviz to draw cells")
     print(json.dumps({"kind": g.kind, "dataset": args.dataset, "layers": layers, "init_channels": C,
                       "params_M": round(count_params(model), 4),
-                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2)}))
+                      "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2),
+                      "mult_adds_thop_M": round(count_madds_thop(model, (1, 3, size, size)), 2)}))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 NetworkCIFAR / NetworkImageNet: stem, `layers` cells with reduction cells at 1/3
 and 2/3 of the depth (or where a per-cell genotype puts them), the two-input cell
 preprocessing, drop-path on every non-identity op output, an auxiliary head after
-the cell at 2/3 depth. NetworkNB201: the NAS-Bench-201 skeleton. Every network
+the cell at 2/3 depth; `features(x)` is the last cell's output (the feature map a
+backbone gives). NetworkNB201: the NAS-Bench-201 skeleton. Every network
 returns `(logits, logits_aux)`; `logits_aux` is None outside training.
 """
 import torch
@@ -89,13 +90,23 @@ class _DartsNetwork(nn.Module):
         self.classifier = nn.Linear(C_prev, num_classes)
         self.drop_path_prob = 0.0
 
-    def _cells_forward(self, s0, s1):
+    def _cells_forward(self, x):
+        s0, s1 = self._stems(x)
         logits_aux = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
-        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1)), logits_aux
+        return s1, logits_aux
+
+    def features(self, x):
+        """The last cell's output, before the global pooling: the feature map a dense-prediction
+        head reads when the network serves as a backbone."""
+        return self._cells_forward(x)[0]
+
+    def forward(self, x):
+        s, logits_aux = self._cells_forward(x)
+        return self.classifier(F.adaptive_avg_pool2d(s, 1).flatten(1)), logits_aux
 
 
 class NetworkCIFAR(_DartsNetwork):
@@ -105,9 +116,9 @@ class NetworkCIFAR(_DartsNetwork):
         self.stem = nn.Sequential(nn.Conv2d(3, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
         self._build_cells(layout, C, C_stem, C_stem, False, num_classes, auxiliary, imagenet=False)
 
-    def forward(self, x):
+    def _stems(self, x):
         s = self.stem(x)
-        return self._cells_forward(s, s)
+        return s, s
 
 
 def imagenet_stems(C):
@@ -126,9 +137,9 @@ class NetworkImageNet(_DartsNetwork):
         self.stem0, self.stem1 = imagenet_stems(C)
         self._build_cells(layout, C, C, C, True, num_classes, auxiliary, imagenet=True)
 
-    def forward(self, x):
+    def _stems(self, x):
         s0 = self.stem0(x)
-        return self._cells_forward(s0, self.stem1(s0))
+        return s0, self.stem1(s0)
 
 
 class NB201Cell(nn.Module):

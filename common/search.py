@@ -8,11 +8,11 @@ A method supplies a *searcher*, an object with:
   end_epoch(epoch, valid_queue)       a dict of per-epoch records (validation accuracy, alphas, ...)
   state_dict() / load_state_dict(d)   everything needed to continue exactly
   genotype()                          the architecture derived now
+  finish(save) (optional)             write further outputs at the end; returns entries for summary.json
 
 `Checkpointed` writes the last two from the names of a searcher's parts; `frozen_bn_stats` is for
 the extra forwards of a search step that must not change the super-net.
 """
-import json
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 
 from common.genotypes import export
-from common.utils import (AverageMeter, MetricsLog, Progress, gather_rng_states, log, rank, resume_state,
-                          save_checkpoint, set_rng_state, world_size)
+from common.utils import (AverageMeter, MetricsLog, Progress, check_finite, checkpoint_fits, gather_rng_states, log,
+                          rank, resume_state, save_checkpoint, set_rng_state, world_size, write_json)
 
 
 def batches(train_queue, valid_queue):
@@ -90,26 +90,33 @@ def search_epoch(searcher, train_queue, valid_queue, epoch):
     train_queue.sampler.set_epoch(epoch)
     valid_queue.sampler.set_epoch(epoch)
     meters = defaultdict(AverageMeter)
-    for train_batch, valid_batch in batches(train_queue, valid_queue):
-        for k, v in searcher.step(train_batch, valid_batch).items():
+    for step, (train_batch, valid_batch) in enumerate(batches(train_queue, valid_queue)):
+        values = searcher.step(train_batch, valid_batch)
+        check_finite(values, f"at step {step + 1} of epoch {epoch + 1}")
+        for k, v in values.items():
             meters[k].update(v, len(train_batch[1]))
     return {k: m.avg for k, m in meters.items()}
 
 
 def search_loop(args, searcher, train_queue, valid_queue, save, device, method, **meta):
-    """Run `args.epochs` epochs of `searcher`; write `genotype.json` (+ DOT) in `save`; return the genotype."""
+    """Run `args.epochs` epochs of `searcher`; write `genotype.json` (+ DOT) in `save`, then what
+    the searcher's optional `finish(save)` writes (rank 0), then the done-marker `summary.json`;
+    return the genotype. A loss that becomes NaN or infinite stops the run before its checkpoint
+    (`check_finite`)."""
     start, wall = 0, 0.0
     ckpt = resume_state(args, device)
     if ckpt:
-        searcher.load_state_dict(ckpt["searcher"])
-        start, wall = ckpt["epoch"], ckpt["wall_time_s"]
-        set_rng_state(ckpt["rng"][rank()])
+        with checkpoint_fits(Path(save) / "checkpoint.pt"):
+            searcher.load_state_dict(ckpt["searcher"])
+            start, wall = ckpt["epoch"], ckpt["wall_time_s"]
+            set_rng_state(ckpt["rng"][rank()])
     metrics = MetricsLog(save / "metrics.jsonl", start)
     progress = Progress(args.epochs, start)
     t0 = time.time() - wall
     for epoch in range(start, args.epochs):
         record = {"epoch": epoch, **search_epoch(searcher, train_queue, valid_queue, epoch),
                   **searcher.end_epoch(epoch, valid_queue)}
+        check_finite(record, f"in epoch {epoch + 1}")
         record["genotype"] = str(searcher.genotype())
         metrics.write(record)
         save_checkpoint(save / "checkpoint.pt", {"searcher": searcher.state_dict(), "epoch": epoch + 1,
@@ -122,14 +129,16 @@ def search_loop(args, searcher, train_queue, valid_queue, save, device, method, 
         cost = search_cost(time.time() - t0, device)
         export(save, genotype, method=method, epochs=args.epochs, seed=args.seed, dataset=args.dataset,
                **cost, **meta)
-        write_summary(save, cost, method=method, genotype=str(genotype), epochs=args.epochs)
+        extra = (searcher.finish(save) or {}) if hasattr(searcher, "finish") else {}
+        write_summary(save, cost, method=method, genotype=str(genotype), epochs=args.epochs, **extra)
     log.info("final genotype %s", genotype)
     return genotype
 
 
 def write_summary(save, cost, **info):
-    """`summary.json` of a finished search stage; run_all.sh sums the costs of every stage it finds."""
-    (Path(save) / "summary.json").write_text(json.dumps({**info, **cost}, indent=1) + "\n")
+    """`summary.json` of a finished search stage, its done-marker: written last, atomically. run_all.sh
+    sums the costs of every stage it finds."""
+    write_json(Path(save) / "summary.json", {**info, **cost})
 
 
 def search_cost(seconds, device):

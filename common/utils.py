@@ -1,16 +1,33 @@
-"""Run folders, logging, seeding, devices, distributed set-up, checkpoints, meters, counting."""
+"""Run folders, logging, seeding, devices, distributed set-up, checkpoints, meters, counting.
+
+A run folder (`--save`) is in one of four states, which a driver reads with `run_state(folder)`
+or `python -m common.utils state FOLDER` (it prints the word; exit status 0):
+  new         nothing of a run in it (it may not exist yet, or hold only console.txt, log.txt)
+  unfinished  args.json, metrics.jsonl or checkpoint.pt, and no summary.json: `--resume` continues it
+  finished    summary.json, the done-marker every script writes last
+  running     a process holds its lock: an exclusive `flock` on FOLDER/.lock, taken before anything
+              is written and released when the process ends, however it ends (kill -9 included);
+              from a shell, `flock -n FOLDER/.lock true` fails while the folder is in use
+"""
 import atexit
+import fcntl
 import json
 import logging
+import math
 import os
+import pickle
 import random
+import shutil
+import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 log = logging.getLogger("dnas")
@@ -110,7 +127,10 @@ def add_run_args(parser, seed=0):
     """Flags every script shares: where the run goes, resuming, seeding, device, AMP."""
     g = parser.add_argument_group("run")
     g.add_argument("--save", default=None, help="run folder (default: runs/<script>-<time>)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --save from its checkpoint")
+    g.add_argument("--resume", action="store_true", help="continue the unfinished run in --save from its checkpoint "
+                                                         "(with the same flags); an empty --save starts a new one")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --save: everything in the folder is deleted first")
     g.add_argument("--seed", type=int, default=seed)
     g.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -122,11 +142,274 @@ def default_save(prefix):
     return str(Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def setup_run(args, prefix):
-    """Create the run folder (rank 0 only), log to log.txt and stdout, write args.json."""
+# ---------------------------------------------------------------- checks of the common flags
+
+def _finite(test):
+    return lambda v: math.isfinite(v) and test(v)
+
+
+# flag -> (test, what the flag must be). Every script calls `check_run`, which applies the rows
+# whose flag the script has (and that are set).
+FLAG_RULES = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= world_size(), "at least 1 (and at least the number of torchrun processes)"),
+    "layers": (lambda v: v >= 3, "at least 3: the reduction cells sit at layers//3 and 2*layers//3, "
+                                 "so fewer layers leave no normal cell"),
+    "eval_layers": (lambda v: v >= 3, "at least 3, as --layers"),
+    "init_channels": (lambda v: v >= 1, "at least 1"),
+    "seed": (lambda v: 0 <= v < 2 ** 32, "between 0 and 2**32 - 1"),
+    "subset": (lambda v: v >= 1, "at least 1 (leave it out for the whole training set)"),
+    "train_portion": (_finite(lambda v: 0 < v < 1), "strictly between 0 and 1: both parts of the search split "
+                                                    "need images"),
+    "imagenet_fractions": (lambda v: all(math.isfinite(f) and 0 < f <= 1 for f in v) and sum(v) <= 1,
+                           "two fractions in (0, 1] that add up to at most 1"),
+    "learning_rate": (_finite(lambda v: v > 0), "a positive number"),
+    "learning_rate_min": (_finite(lambda v: v >= 0), "0 or more"),
+    "arch_learning_rate": (_finite(lambda v: v >= 0), "0 or more"),
+    "momentum": (_finite(lambda v: 0 <= v < 1), "in [0, 1)"),
+    "weight_decay": (_finite(lambda v: v >= 0), "0 or more"),
+    "arch_weight_decay": (_finite(lambda v: v >= 0), "0 or more"),
+    "grad_clip": (_finite(lambda v: v >= 0), "0 (off) or more"),
+    "drop_path_prob": (_finite(lambda v: 0 <= v < 1), "in [0, 1)"),
+    "label_smooth": (_finite(lambda v: 0 <= v < 1), "in [0, 1)"),
+    "auxiliary_weight": (_finite(lambda v: v >= 0), "0 or more"),
+    "warmup_epochs": (lambda v: v >= 0, "0 or more"),
+    "decay_rate": (_finite(lambda v: v > 0), "a positive number"),
+    "workers": (lambda v: v >= 0, "0 or more"),
+    "cutout_length": (lambda v: v >= 1, "at least 1"),
+    "report_freq": (lambda v: v >= 0, "0 (once per epoch) or more"),
+}
+
+
+def check_flags(args):
+    """One clear line for the first common flag of `args` that holds a meaningless value."""
+    for name, (test, need) in FLAG_RULES.items():
+        value = getattr(args, name, None)
+        if value is not None and not test(value):
+            shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            die(f"--{name} {shown}: it must be {need}")
+
+
+# ---------------------------------------------------------------- run folders
+
+DONE = "summary.json"  # the done-marker of every run folder, written last
+LOCK = ".lock"
+STARTED = ("args.json", "metrics.jsonl", "checkpoint.pt")
+KEEP = ("console.txt", LOCK)  # what --overwrite leaves: a driver's console log, the lock
+# Flags a resumed run may change: where things are, how they are loaded; not what is computed.
+MAY_CHANGE_ON_RESUME = {"save", "resume", "overwrite", "data", "download", "workers", "device", "report_freq"}
+_locks = {}  # run folder -> open file descriptor of its lock, held until this process ends
+
+
+def run_state(folder):
+    """'new', 'unfinished', 'finished' or 'running' (see the top of this module)."""
+    return "running" if _lock_owner(folder) else _contents(folder)
+
+
+def _contents(folder):
+    folder = Path(folder)
+    if (folder / DONE).is_file():
+        return "finished"
+    if any((folder / f).exists() for f in STARTED):
+        return "unfinished"
+    return "new"
+
+
+def _lock_owner(folder):
+    """What the lock file of `folder` says about the process holding it (pid, host, command), or
+    None when no other process holds it. This process' own locks do not count."""
+    path = Path(folder) / LOCK
+    if str(Path(folder).resolve()) in _locks or not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return path.read_text(errors="replace").strip()[:200] or "unknown process"
+    finally:
+        os.close(fd)
+
+
+def _lock(folder):
+    """Create `folder` and hold its lock until this process ends; a message if another holds it."""
+    key = str(folder.resolve())
+    if key in _locks:
+        return None
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(5):  # a driver's momentary look (run_state) must not look like a second writer
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.1)
+    else:
+        os.close(fd)
+        return _in_use(folder, _lock_owner(folder) or "another process")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}\n".encode())
+    _locks[key] = fd
+    return None
+
+
+def _in_use(folder, owner):
+    return f"{folder} is in use by another process ({owner}); wait for it to end (or stop it), then run this again"
+
+
+def _jsonable(args):
+    return json.loads(json.dumps(vars(args), default=str))
+
+
+def read_args(folder):
+    """The flags a run was made with (its args.json), or None; one clear line if the file is damaged."""
+    path = Path(folder) / "args.json"
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        die(f"{path} is damaged (not JSON): --overwrite starts the run in {folder} again")
+    if not isinstance(stored, dict):
+        die(f"{path} is damaged (not a JSON object): --overwrite starts the run in {folder} again")
+    return stored
+
+
+def made_by_another_script(folder, stored, flags, remedy="use the script that made it"):
+    """A message when the run in `folder` (its args.json `stored`) has flags that are not in
+    `flags`, the flags of the script at hand: another script made it. None otherwise."""
+    foreign = sorted(set(stored) - set(flags))
+    if not foreign:
+        return None
+    shown = ", ".join(f"--{k}" for k in foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+    return f"{folder} was made by another script: its args.json has {shown}, which this one does not take; {remedy}"
+
+
+def _resume_problem(folder, args):
+    """Why `--resume` may not continue the run in `folder` with `args`, or None."""
+    stored = read_args(folder)
+    if stored is None:
+        return None
+    current = _jsonable(args)
+    problem = made_by_another_script(folder, stored, current)
+    if problem:
+        return problem
+    changed = [k for k in sorted(set(stored) & set(current)) if k not in MAY_CHANGE_ON_RESUME and stored[k] != current[k]]
+    if not changed:
+        return None
+    shown = ", ".join(f"--{k} {_brief(json.dumps(stored[k]), 40)} (not {_brief(json.dumps(current[k]), 40)})"
+                      for k in changed[:3])
+    return (f"--resume: the run in {folder} was made with {shown}{', ...' if len(changed) > 3 else ''} (its args.json); "
+            "resume it with its own flags, or start a new --save (or --overwrite it) to run with these")
+
+
+def _brief(text, most=160):
+    """`text` (an error message, a value) on one line of at most `most` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def folder_problem(folder, args, nested=False):
+    """Why `args` may not write the run folder `folder`, or None: it is a file; it is in use; it is
+    finished (unless --overwrite); it holds an unfinished run and neither --resume nor --overwrite
+    was given; --resume with other flags than the run's. Reads, never writes. `nested`: a folder
+    of run folders (its own args.json is no run's), where only a done-marker and the lock count."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        return f"--save {folder} is a file; give a folder for the run"
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        return "--resume continues the run in --save and --overwrite replaces it: give one of them"
+    if not folder.is_dir():
+        return None
+    state, overwrite = _contents(folder), getattr(args, "overwrite", False)
+    # --overwrite empties the folder, so no run below it may be in use either (DARTS-PT's projection
+    # writes into its search's folder)
+    below = overwrite and state != "new"
+    owner = next(filter(None, (_lock_owner(f.parent) for f in folder.rglob(LOCK))), None) if below \
+        else _lock_owner(folder)
+    if owner:
+        return _in_use(folder, owner)
+    if overwrite:
+        return None
+    if state == "finished":
+        if getattr(args, "resume", False):
+            return (f"{folder} holds a finished run ({DONE}): there is nothing to resume; to run longer or with "
+                    "other flags, give a new --save (or --overwrite this one)")
+        return f"{folder} holds a finished run ({DONE}): give a new --save, or --overwrite to replace it"
+    if nested or state == "new":
+        return None
+    if not getattr(args, "resume", False):
+        return f"{folder} holds an unfinished run: add --resume to continue it, or --overwrite to start it again"
+    if (folder / "checkpoint.pt").exists():
+        return _resume_problem(folder, args)
+    return None
+
+
+def agree(problem):
+    """Die with rank 0's `problem` on every rank (under torchrun the ranks decide together)."""
+    if dist.is_initialized():
+        box = [problem]
+        dist.broadcast_object_list(box, 0)
+        problem = box[0]
+    if problem:
+        if is_main():
+            die(problem)
+        sys.exit(2)
+
+
+def check_run(args, prefix, nested=False):
+    """Every check of the common flags and of the run folder, before anything is read or written:
+    scripts call it first, then load and check their inputs, then `setup_run`. Sets the default
+    --save (runs/<prefix>-<time>)."""
+    check_flags(args)
     if not getattr(args, "save", None):
-        args.save = default_save(prefix)
+        box = [default_save(prefix)]
+        if dist.is_initialized():
+            dist.broadcast_object_list(box, 0)
+        args.save = box[0]
+    agree(folder_problem(args.save, args, nested) if is_main() else None)
+
+
+def clear_folder(folder, keep=KEEP):
+    """Delete everything in `folder` but `keep`, the done-marker first (a kill halfway leaves an
+    unfinished folder, never a finished one with missing parts)."""
+    folder = Path(folder)
+    entries = sorted(folder.iterdir(), key=lambda p: p.name != DONE)
+    for p in entries:
+        if p.name in keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def write_json(path, obj):
+    """Write `obj` as JSON atomically: a temporary file, then a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_args(save, args):
+    """`save`/args.json, the flags of the run, unless --resume continues its checkpoint (whose flags
+    `check_run` found the same)."""
+    if not (getattr(args, "resume", False) and (Path(save) / "checkpoint.pt").exists()):
+        write_json(Path(save) / "args.json", vars(args))
+
+
+def setup_run(args, prefix, nested=False):
+    """Take the run folder: the checks of `check_run` again, under the folder's lock (rank 0 creates
+    the folder and holds the lock until the process ends); with --overwrite, empty it; write
+    args.json (kept when --resume continues a checkpoint); log to log.txt and stdout."""
+    check_run(args, prefix, nested)
     save = Path(args.save)
+    problem = None
+    if is_main():
+        save.mkdir(parents=True, exist_ok=True)
+        problem = _lock(save) or folder_problem(save, args, nested)  # the state may have changed meanwhile
+    agree(problem)
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO if is_main() else logging.WARNING)
@@ -135,13 +418,12 @@ def setup_run(args, prefix):
     out.setFormatter(fmt)
     log.addHandler(out)
     if is_main():
-        save.mkdir(parents=True, exist_ok=True)
+        if getattr(args, "overwrite", False) and not nested and _contents(save) != "new":
+            clear_folder(save)  # only a folder holding a run: --save ~ --overwrite deletes nothing
         fh = logging.FileHandler(save / "log.txt")
         fh.setFormatter(fmt)
         log.addHandler(fh)
-        args_path = save / "args.json"
-        if not (getattr(args, "resume", False) and args_path.exists()):
-            args_path.write_text(json.dumps(vars(args), indent=1, default=str) + "\n")
+        write_args(save, args)
     log.info("run folder %s", save)
     log.info("args %s", json.dumps(vars(args), default=str))
     return save
@@ -154,7 +436,10 @@ class MetricsLog:
     def __init__(self, path, start_epoch=0):
         self.path = Path(path)
         if is_main():
-            old = self.read(self.path) if self.path.exists() else []
+            try:
+                old = self.read(self.path) if self.path.exists() else []
+            except ValueError as e:
+                die(f"{e}: mend or delete that line, or --overwrite to start the run again")
             kept = [r for r in old if r.get("epoch", -1) < start_epoch]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
@@ -165,7 +450,20 @@ class MetricsLog:
 
     @staticmethod
     def read(path):
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        """The records of a metrics.jsonl. A last line cut short (power loss, a full disk) is left
+        out: the checkpoint it belonged to was never written. A damaged line before it is an error."""
+        lines = Path(path).read_text(errors="replace").splitlines()
+        records = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if i == len(lines) - 1:
+                    break
+                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+        return records
 
 
 class Progress:
@@ -228,11 +526,28 @@ def save_checkpoint(path, state):
 
 
 def load_checkpoint(path, device="cpu"):
-    return torch.load(path, map_location=device, weights_only=True)
+    """A checkpoint's contents (tensors and plain values only), or one clear line if it cannot be read."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        die(f"{path} cannot be read ({_brief(e)}): it is damaged or not a checkpoint; "
+            "run the command that wrote it again (with --overwrite)")
+
+
+@contextmanager
+def checkpoint_fits(path):
+    """Wrap the restoring of a checkpoint's state: a checkpoint of another method or of other sizes
+    ends with one clear line instead of a KeyError or a size mismatch."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        die(f"{path} does not fit this run ({_brief(e)}): it was written by another script or with other "
+            "sizes; resume with the flags and script that wrote it, or --overwrite")
 
 
 def resume_state(args, device):
-    """The checkpoint to continue from when `--resume` is set and one exists, else None."""
+    """The checkpoint to continue from when `--resume` is set and one exists, else None. Restore
+    it under `checkpoint_fits`."""
     path = Path(args.save) / "checkpoint.pt"
     if not getattr(args, "resume", False):
         return None
@@ -241,6 +556,24 @@ def resume_state(args, device):
         return None
     log.info("resuming from %s", path)
     return load_checkpoint(path, device)
+
+
+# ---------------------------------------------------------------- diverged runs
+
+def check_finite(values, where):
+    """Stop the run with one line when a logged number (a loss, an accuracy) is NaN or infinite:
+    called before the checkpoint of the step or epoch is written, so the last good checkpoint stays
+    and no result is written. Under torchrun every rank stops together."""
+    bad = next(((k, v) for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)), None)
+    if dist.is_initialized():
+        cuda = dist.get_backend() == "nccl"
+        flag = torch.tensor([float(bad is not None)], device=torch.cuda.current_device() if cuda else "cpu")
+        dist.all_reduce(flag)
+        if flag.item() and bad is None:
+            sys.exit(2)  # another rank diverged and says so
+    if bad:
+        die(f"{bad[0]} became {bad[1]} {where}: the run diverged. The last good checkpoint is kept and no result "
+            "was written; start again (--overwrite) with a smaller --learning_rate or --arch_learning_rate")
 
 
 # ---------------------------------------------------------------- meters and counting
@@ -271,12 +604,59 @@ def count_params(model, exclude="auxiliary"):
     return sum(p.numel() for n, p in model.named_parameters() if exclude not in n) / 1e6
 
 
-def count_madds(model, input_size):
-    """Millions of multiply-adds for one forward pass in eval mode (no auxiliary head)."""
+def _forward_zeros(model, input_size):
+    """One forward of zeros in eval mode (so without the auxiliary head), the mode restored after."""
     was_training = model.training
     model.eval()
-    p = next(model.parameters())
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    p = next(model.parameters(), torch.zeros(()))
+    with torch.no_grad():
         model(torch.zeros(input_size, device=p.device, dtype=p.dtype))
     model.train(was_training)
+
+
+def count_madds(model, input_size):
+    """Millions of multiply-adds of the convolutions and linear layers for one forward pass in eval
+    mode (no auxiliary head), the convention of the CIFAR-10 numbers the papers print: DARTS_V2 528M
+    (printed: 528M), PC-DARTS 557M (printed: 558M)."""
+    with FlopCounterMode(display=False) as counter:
+        _forward_zeros(model, input_size)
     return counter.get_total_flops() / 2 / 1e6
+
+
+def _thop_ops(m, x, y):
+    x = x[0]
+    if isinstance(m, nn.Conv2d):
+        return y.numel() * (m.in_channels // m.groups) * m.weight[0, 0].numel()
+    if isinstance(m, nn.Linear):
+        return y.numel() * m.in_features
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return x.numel() * (4 if m.affine else 2)
+    if isinstance(m, nn.AvgPool2d):
+        return y.numel()
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return y.numel() * (x[0, 0].numel() // y[0, 0].numel() + 1)
+    return 0
+
+
+def count_madds_thop(model, input_size):
+    """Millions of multiply-adds as thop (pytorch-OpCounter) counts them, the counter behind
+    PC-DARTS' 597M (it gives 599.5M): per leaf module, convolutions as `count_madds`, plus BatchNorm
+    at 2 per element (4 with affine parameters) and average pooling at 1 per output (adaptive
+    pooling: its window + 1); ReLU, max pooling and functional operations (node sums) count 0."""
+    total = [0]
+
+    def hook(m, x, y):
+        total[0] += _thop_ops(m, x, y)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(m.children())]
+    try:
+        _forward_zeros(model, input_size)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] / 1e6
+
+
+if __name__ == "__main__":  # python -m common.utils state FOLDER
+    if len(sys.argv) != 3 or sys.argv[1] != "state":
+        die("usage: python -m common.utils state FOLDER   (prints new, unfinished, finished or running)")
+    print(run_state(sys.argv[2]))

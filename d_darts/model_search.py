@@ -6,14 +6,17 @@
   any cell from stored cell outputs.
 - The losses: zero-one loss (Eq. 3), marginal contributions and ablation loss
   (Eq. 6-7), the total loss of a cell (Eq. 9).
-- Parsing the per-cell alphas into a genotype: sparse, edge, darts (Sec. 5.1).
+- Parsing the per-cell alphas into a genotype: sparse, edge, darts (Sec. 5.1); the share of
+  dominant ops (Fig. 4).
 """
+
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.genotypes import Cell, Genotype, derive_darts
+from common.genotypes import Cell, Genotype, compact_cell, derive_darts
 from common.operations import FactorizedReduce, ReLUConvBN, get_space, search_op
 
 SPACE = get_space("darts_no_none")
@@ -62,27 +65,35 @@ class SearchCell(nn.Module):
 
 
 class SearchNetwork(nn.Module):
-    """Stem, n searched cells (reductions at n//3 and 2n//3, Sec. 4.1), global pooling, classifier."""
+    """Stem, n searched cells (reductions at n//3 and 2n//3, Sec. 4.1), global pooling, classifier.
 
-    def __init__(self, C, num_classes, layers, stem_multiplier=3):
+    `share_alphas`: every normal cell uses the alpha of the first normal cell and every reduction
+    cell that of the first reduction cell, i.e. the DARTS / FairDARTS super-net of Sec. 3 (Fig. 1)
+    instead of one architecture per cell (Fig. 2)."""
+
+    def __init__(self, C, num_classes, layers, stem_multiplier=3, share_alphas=False):
         super().__init__()
         self.reductions = (layers // 3, 2 * layers // 3)
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev, shared = False, {}
         for i in range(layers):
             reduction = i in self.reductions
             C_curr = 2 * C_curr if reduction else C_curr
-            self.cells.append(SearchCell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev))
+            cell = SearchCell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            if share_alphas:
+                cell.alpha = shared.setdefault(reduction, cell.alpha)
+            self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, MULTIPLIER * C_curr
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def alphas(self):
-        """Every cell's architecture parameters, in cell order."""
-        return [cell.alpha for cell in self.cells]
+        """The architecture parameters, in cell order: one per cell, or with `share_alphas` the
+        normal cells' and the reduction cells' (each once)."""
+        return list({id(cell.alpha): cell.alpha for cell in self.cells}.values())
 
     def weights(self):
         """The network weights: every parameter that is not an alpha."""
@@ -169,20 +180,26 @@ def parse_cell(weights, method, threshold):
             raise ValueError(f"unknown parsing method {method!r}; choose one of {', '.join(PARSE_METHODS)}")
         nodes.append(pairs)
         e += 2 + i
-    renamed, kept = {0: 0, 1: 1}, []  # old state -> new state, surviving nodes
-    for i, pairs in enumerate(nodes):
-        pairs = tuple((op, renamed[j]) for op, j in pairs if j in renamed)
-        if pairs:
-            renamed[2 + i] = 2 + len(kept)
-            kept.append(pairs)
-    return Cell(tuple(kept), tuple(range(2, 2 + len(kept)))) if kept else None
+    return compact_cell(nodes)
 
 
-def parse_genotype(weights, reductions, method, threshold):
-    """Every cell parsed (a per-cell genotype with the reduction positions). A cell that keeps no
-    op becomes `PASS_THROUGH`; their indices are in `meta["pass_through_cells"]`."""
+def parse_genotype(weights, reductions, method, threshold, shared=False):
+    """The genotype of the sigmoid weights `weights` (one [14][7] table per cell, or with `shared`
+    the normal and the reduction cells' two): one cell per layer with the reduction positions, or
+    a normal and a reduce cell. A cell that keeps no op becomes `PASS_THROUGH`; the indices of such
+    cells (in `weights`) are in `meta["pass_through_cells"]`, the largest weight of every cell in
+    `meta["max_sigmoid"]`."""
     cells = [parse_cell(w, method, threshold) for w in weights]
-    empty = [i for i, c in enumerate(cells) if c is None]
-    meta = {"parse": method, "threshold": None if method == "darts" else threshold, "pass_through_cells": empty}
-    return Genotype(cells=tuple(c or PASS_THROUGH for c in cells), reductions=tuple(reductions),
-                    meta=meta).validate()
+    meta = {"parse": method, "threshold": None if method == "darts" else threshold,
+            "pass_through_cells": [i for i, c in enumerate(cells) if c is None],
+            "max_sigmoid": [math.floor(max(max(row) for row in w) * 1e4) / 1e4 for w in weights]}
+    cells = [c or PASS_THROUGH for c in cells]
+    if shared:
+        return Genotype(normal=cells[0], reduce=cells[1], meta=meta).validate()
+    return Genotype(cells=tuple(cells), reductions=tuple(reductions), meta=meta).validate()
+
+
+def dominant_shares(weights):
+    """Fig. 4: the percentages of all sigmoid weights above 0.9 ("dominant operations") and below 0.1."""
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    return 100 * (w > 0.9).double().mean().item(), 100 * (w < 0.1).double().mean().item()

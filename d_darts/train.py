@@ -11,6 +11,7 @@ if __package__ in (None, ""):  # run as `python d_darts/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import train_eval
+from common.data import pipeline
 from common.network import build_network
 from d_darts.model import derived_layout
 
@@ -23,7 +24,7 @@ IMAGENET = dict(layers=14, epochs=400)
 def build(genotype, num_classes, args):
     """The DARTS evaluation network; a per-cell genotype fills `args.layers` layers by Alg. 1."""
     layout = derived_layout(genotype, args.layers) if genotype.kind == "per_cell" else None
-    return build_network(genotype, args.dataset, args.init_channels, args.layers, num_classes, args.auxiliary,
+    return build_network(genotype, pipeline(args), args.init_channels, args.layers, num_classes, args.auxiliary,
                          layout=layout)
 
 

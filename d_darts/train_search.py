@@ -3,6 +3,7 @@ optimizer, scheduler and loss (Sec. 4.1, Fig. 2), FairDARTS' sigmoid relaxation 
 (Sec. 3) and the cell-wise ablation loss (Sec. 4.2).
 
 Usage: python d_darts/train_search.py [--dataset cifar100 --data DIR] [--w_abl 0] [--save RUN] [--resume]
+       python d_darts/train_search.py --share_alphas --w_abl 0 --w01 5 ...   FairDARTS' super-net (Fig. 5)
 """
 import argparse
 import os
@@ -17,13 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
-from common.genotypes import export
 from common.search import Checkpointed, frozen_bn_stats, search_loop
 from common.train_eval import evaluate
-from common.utils import (accuracy, add_run_args, amp_autocast, count_params, die, get_device, log, set_seed,
-                          setup_run)
-from d_darts.model_search import (PARSE_METHODS, SearchNetwork, ablation_loss, parse_genotype,
+from common.utils import (accuracy, add_run_args, amp_autocast, check_run, count_params, die, get_device, log,
+                          set_seed, setup_run)
+from d_darts.model_search import (PARSE_METHODS, SearchNetwork, ablation_loss, dominant_shares, parse_genotype,
                                   total_loss, zero_one_loss)
+from d_darts.parse import write_parsings
 
 
 def get_parser():
@@ -43,9 +44,13 @@ def get_parser():
     p.add_argument("--arch_weight_decay", type=float, default=1e-3)
     p.add_argument("--w01", type=float, default=7.0, help="weight of the zero-one loss (Sec. 5.2.1; 8 in Sec. 5.1)")
     p.add_argument("--w_abl", type=float, default=0.5, help="weight of the ablation loss; 0: the L_F search")
-    p.add_argument("--ablation_loss", choices=["differentiable", "constant"], default="differentiable",
-                   help="differentiable: Eq. 6-9 with L_AB a function of the alphas; constant: L_AB added "
-                        "as a number, as the D-DARTS code does (no gradient reaches the alphas through it)")
+    p.add_argument("--ablation_loss", choices=["constant", "differentiable"], default="constant",
+                   help="constant: L_AB added as a number, as the D-DARTS code that produced the paper's tables "
+                        "does (no gradient reaches the alphas through it); differentiable: Eq. 6-9 with L_AB a "
+                        "function of the alphas (its gradient can climb L_CE, see the README)")
+    p.add_argument("--share_alphas", action="store_true",
+                   help="one architecture for all normal cells and one for all reduction cells (DARTS / FairDARTS "
+                        "super-net, Sec. 3, Fig. 1): with --w_abl 0 --w01 5 the FairDARTS-style search of Fig. 5")
     p.add_argument("--parse", choices=PARSE_METHODS, default="sparse", help="the parsing of genotype.json")
     p.add_argument("--threshold", type=float, default=0.8, help="sigmoid threshold of sparse/edge parsing")
     add_run_args(p, seed=2)
@@ -55,10 +60,10 @@ def get_parser():
 
 def parse_args(argv=None):
     args = get_parser().parse_args(argv)
-    if args.layers < 3:
-        die(f"--layers {args.layers}: the super-net needs at least 3 cells (reductions at n//3 and 2n//3)")
     if not 0 < args.threshold <= 1:
         die(f"--threshold {args.threshold}: a sigmoid threshold lies in (0, 1]")
+    if args.share_alphas and args.w_abl != 0:
+        die("--share_alphas: the ablation loss is a loss per cell's own architecture; add --w_abl 0")
     return args
 
 
@@ -73,7 +78,8 @@ class Searcher(Checkpointed):
 
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
-        self.net = SearchNetwork(args.init_channels, num_classes, args.layers).to(device)
+        self.net = SearchNetwork(args.init_channels, num_classes, args.layers,
+                                 share_alphas=args.share_alphas).to(device)
         self.alphas, self.weights = self.net.alphas(), self.net.weights()
         self.w_optimizer = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
                                            weight_decay=args.weight_decay)
@@ -224,7 +230,9 @@ class Searcher(Checkpointed):
         for k, v in self.epoch_sums.items():  # per-cell means over the epoch's steps
             if torch.is_tensor(v) and (k == "l_t" or self.args.w_abl != 0):
                 record[k] = [round(x / steps, 6) for x in v.tolist()]
-        record["sigmoid_alpha"] = [[[round(x, 5) for x in row] for row in w] for w in self.sigmoid_weights()]
+        weights = self.sigmoid_weights()
+        record["sigmoid_alpha"] = [[[round(x, 5) for x in row] for row in w] for w in weights]
+        record["ops_above_0.9_pct"], record["ops_below_0.1_pct"] = dominant_shares(weights)  # Fig. 4
         self.w_scheduler.step()
         for s in self.cell_schedulers:
             s.step()
@@ -235,8 +243,18 @@ class Searcher(Checkpointed):
 
     def genotype(self, method=None):
         return parse_genotype(self.sigmoid_weights(), self.net.reductions, method or self.args.parse,
-                              self.args.threshold)
+                              self.args.threshold, self.args.share_alphas)
 
+    def finish(self, save):
+        """Every parsing as genotype_<parsing>.json, and in summary.json the cells left without op."""
+        a = self.args
+        return write_parsings(save, self.sigmoid_weights(), self.net.reductions, a.threshold, a.share_alphas, save,
+                              dataset=a.dataset, seed=a.seed, **search_meta(a))
+
+
+def search_meta(args):
+    """What a genotype of this search carries beside it."""
+    return dict(w01=args.w01, w_abl=args.w_abl, ablation_loss=args.ablation_loss, share_alphas=args.share_alphas)
 
 
 def main(argv=None):
@@ -245,20 +263,15 @@ def main(argv=None):
         die("the D-DARTS search runs in one process (the paper searched on one GPU); "
             "train.py runs under torchrun")
     device = get_device(args.device)
+    check_run(args, "search-d_darts")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)
-    save = setup_run(args, "search-d_darts")
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
-    log.info("super-net %.3fM parameters, %d cells, loss %s", count_params(searcher.net), args.layers,
+    save = setup_run(args, "search-d_darts")
+    log.info("super-net %.3fM parameters, %d cells, %s, loss %s", count_params(searcher.net), args.layers,
+             "shared architectures (normal, reduce)" if args.share_alphas else "one architecture per cell",
              "L_F" if args.w_abl == 0 else f"L_T ({args.ablation_loss} L_AB)")
-    meta = dict(w01=args.w01, w_abl=args.w_abl, ablation_loss=args.ablation_loss)
-    search_loop(args, searcher, train_queue, valid_queue, save, device, method="d_darts", **meta)
-    for method in PARSE_METHODS:  # genotype.json is the --parse one; here every parsing, by name
-        g = searcher.genotype(method)
-        export(save, g, stem=f"genotype_{method}", method="d_darts", dataset=args.dataset, seed=args.seed, **meta)
-        if g.meta["pass_through_cells"]:
-            log.warning("%s parsing kept no op above %.2f in cells %s: they pass their input on",
-                        method, args.threshold, g.meta["pass_through_cells"])
+    search_loop(args, searcher, train_queue, valid_queue, save, device, method="d_darts", **search_meta(args))
     return searcher
 
 

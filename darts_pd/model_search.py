@@ -8,6 +8,9 @@ Stage 3, derivation: the cost of a path's evaluation network, and the evolutiona
   paths (Eq. 6, SPOS-style) with parameter-count buckets.
 """
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -129,33 +132,54 @@ class SearchNetwork(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
     def pruned(self, k):
-        """S': the soft pruning of the current alpha and beta with k ops per kept edge (Eq. 3)."""
-        return Genotype(prune(self.alpha_normal, self.beta_normal, k), prune(self.alpha_reduce, self.beta_reduce, k))
+        """S': the soft pruning of the current alpha and beta with k ops per kept edge (Eq. 3), with
+        the weights of its ops (`pruned_genotype`)."""
+        return pruned_genotype(self.alpha_normal, self.beta_normal, self.alpha_reduce, self.beta_reduce, k)
 
 
 @torch.no_grad()
+def op_weights(alpha, beta):
+    """W[e][o]: the weight of op o on edge e in the super-net, softmax(alpha) over all the ops of
+    the edge (Eq. 3) times the edge's normalised beta (PC-DARTS edge normalisation)."""
+    return (F.softmax(alpha.float(), dim=-1) * edge_weights(beta.float()).unsqueeze(1)).tolist()
+
+
 def prune(alpha, beta, k):
     """Soft pruning (Sec. 3.2, Eq. 3) of one cell type: per node, the 2 input edges with the largest
     non-`none` weight softmax(alpha) * normalised beta (the PC-DARTS rule), and on each of them the
     k strongest non-`none` ops instead of one. k = 1 gives the PC-DARTS genotype. Ties keep the lower
-    index. Returns a Cell whose node lists, per kept input, its k ops strongest first."""
-    W = (F.softmax(alpha.float(), dim=-1) * edge_weights(beta.float()).unsqueeze(1)).tolist()
+    index. Returns a Cell whose node lists its kept inputs strongest first (as DARTS and PC-DARTS
+    print genotypes) and, per kept input, its k ops strongest first."""
+    W = op_weights(alpha, beta)
     cand = [o for o, name in enumerate(PRIMITIVES) if name != "none"]
     nodes, e = [], 0
     for i in range(STEPS):
         kept = sorted(range(2 + i), key=lambda j: (-max(W[e + j][o] for o in cand), j))[:2]
-        nodes.append(tuple((PRIMITIVES[o], j) for j in sorted(kept)
+        nodes.append(tuple((PRIMITIVES[o], j) for j in kept
                            for o in sorted(cand, key=lambda o: (-W[e + j][o], o))[:k]))
         e += 2 + i
     return Cell(tuple(nodes), tuple(range(2, 2 + STEPS)))
 
 
+def pruned_genotype(alpha_normal, beta_normal, alpha_reduce, beta_reduce, k):
+    """S' as a genotype (`prune` of both cell types) whose metadata `arch_weights` holds the
+    architecture weights of its ops, frozen (Sec. 1, Alg. 1 step 2): one list per edge of
+    `pruned_edges`, the `op_weights` of its k ops in their order."""
+    cells, frozen = [], []
+    first = [sum(2 + n for n in range(i)) for i in range(STEPS)]  # S' edge (node i, input j) is edge first[i] + j of S
+    for alpha, beta in ((alpha_normal, beta_normal), (alpha_reduce, beta_reduce)):
+        cell, W = prune(alpha, beta, k), op_weights(alpha, beta)
+        frozen += [[W[first[i] + j][PRIMITIVES.index(op)] for op in ops] for i, j, ops in cell_edges(cell)]
+        cells.append(cell)
+    return Genotype(*cells, meta={"arch_weights": frozen})
+
+
 def random_pruned(k, seed):
     """An S' from random alpha and beta: an ablation of stage 1, and S' for stand-alone runs of stage 2."""
     g = torch.Generator().manual_seed(seed)
-    cells = [prune(torch.randn(NUM_EDGES, len(PRIMITIVES), generator=g), torch.randn(NUM_EDGES, generator=g), k)
-             for _ in range(2)]
-    return Genotype(*cells)
+    draws = [torch.randn(shape, generator=g)
+             for _ in range(2) for shape in ((NUM_EDGES, len(PRIMITIVES)), (NUM_EDGES,))]
+    return pruned_genotype(*draws, k)
 
 
 # ---------------------------------------------------------------- stage 2: S' and its paths
@@ -188,8 +212,9 @@ def path_genotype(pruned, path):
 
 class PrunedCell(nn.Module):
     """A cell of S' with every kept op of every edge, full channels and affine BN: run with one op
-    per edge it is exactly the evaluation cell (common.network.EvalCell) of that path, module for
-    module (`ops[node][pair]` there is `ops[node][pair][choice]` here)."""
+    per edge it is the evaluation cell (common.network.EvalCell) of that path, module for module
+    (`ops[node][pair]` there is `ops[node][pair][choice]` here), each op's output scaled by its
+    frozen architecture weight (all ones: exactly the evaluation cell)."""
 
     def __init__(self, cell, C_prev_prev, C_prev, C, reduction, reduction_prev):
         super().__init__()
@@ -203,14 +228,15 @@ class PrunedCell(nn.Module):
             for node in range(len(cell.nodes)))
         self.concat = list(cell.concat)
 
-    def forward(self, s0, s1, choice, drop_prob=0.0):
+    def forward(self, s0, s1, choice, arch_weights, drop_prob=0.0):
+        """`choice[e]`: the op of edge e; `arch_weights[e, c]`: the frozen weight of op c of edge e."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for edges, inputs in zip(self.ops, self.inputs):
             s = 0
             for ops, j in zip(edges, inputs):
                 op = ops[choice[e]]
-                h = op(states[j])
+                h = arch_weights[e, choice[e]] * op(states[j])  # Alg. 1 step 2: P_i(A_i, w'), A frozen
                 if self.training and drop_prob > 0 and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
                 s = s + h
@@ -222,13 +248,20 @@ class PrunedCell(nn.Module):
 class PrunedNetwork(nn.Module):
     """S' (stage 2): the DARTS evaluation macro-architecture (common.network, no auxiliary head)
     with the k kept ops on each edge. `forward(x, path)` runs one path: one op index per edge of
-    `pruned_edges(pruned)`, normal edges first."""
+    `pruned_edges(pruned)`, normal edges first.
 
-    def __init__(self, pruned, C, num_classes, layers, imagenet=False):
+    `frozen`: the architecture weights stay in S', frozen (Sec. 1, Alg. 1 step 2): op c of edge e
+    scales its output by `pruned.meta["arch_weights"][e][c]`, softmax(alpha) x normalised beta at the
+    end of stage 1 (a buffer, never trained). Without, they are ones: a path is its evaluation network."""
+
+    def __init__(self, pruned, C, num_classes, layers, imagenet=False, frozen=True):
         super().__init__()
         self.pruned = pruned
         self.num_normal = len(cell_edges(pruned.normal))
-        self.num_edges = len(pruned_edges(pruned))
+        edges = pruned_edges(pruned)
+        self.num_edges = len(edges)
+        ones = [[1.0] * len(ops) for _, _, ops in edges]
+        self.register_buffer("arch_weights", torch.tensor(pruned.meta["arch_weights"] if frozen else ones))
         if imagenet:
             self.stem0, self.stem1 = imagenet_stems(C)
             C_prev_prev = C_prev = C
@@ -249,11 +282,12 @@ class PrunedNetwork(nn.Module):
         self.drop_path_prob = 0.0
 
     def forward(self, x, path):
-        normal, reduce = path[:self.num_normal], path[self.num_normal:]
+        n = self.num_normal
+        choice = {False: (path[:n], self.arch_weights[:n]), True: (path[n:], self.arch_weights[n:])}
         s0 = self.stem0(x)
         s1 = self.stem1(s0) if self.stem1 is not None else s0
         for cell, reduction in zip(self.cells, self.reductions):
-            s0, s1 = s1, cell(s0, s1, reduce if reduction else normal, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, *choice[reduction], self.drop_path_prob)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
 
@@ -299,13 +333,13 @@ class PathGroups:
     A group is a path whose first op index is 0 together with its k-1 cyclic shifts (every op
     index + s mod k, s = 1..k-1), so each op of each edge appears exactly once in a group (FairNAS'
     strict fairness), and the k^(E-1) groups partition all k^E paths. Each pass visits every group
-    once, in a seeded pseudo-random order, and the order is drawn anew for the next pass: over
-    whole passes every path is trained the same number of times."""
+    once, in a seeded pseudo-random order, and the order is drawn anew for the next pass: after
+    `passes` whole passes (`index` 0) every path has been trained exactly `passes` times."""
 
     def __init__(self, num_edges, k, seed=0):
         self.num_edges, self.k, self.seed = num_edges, k, seed
         self.num_groups = k ** (num_edges - 1)
-        self.passes, self.index = 0, 0
+        self.passes, self.index = 0, 0  # whole passes done, groups drawn in the current one
 
     def __len__(self):
         return self.num_groups
@@ -314,11 +348,11 @@ class PathGroups:
         return self
 
     def __next__(self):
-        if self.index == self.num_groups:
-            self.passes, self.index = self.passes + 1, 0
         key = _mix((self.seed * 0x100000001B3 + self.passes) & _M64)
         g = permuted_index(self.index, self.num_groups, key)
         self.index += 1
+        if self.index == self.num_groups:
+            self.passes, self.index = self.passes + 1, 0
         return self.group(g)
 
     def group(self, g):
@@ -333,6 +367,44 @@ class PathGroups:
 
     def load_state_dict(self, d):
         self.passes, self.index = int(d["passes"]), int(d["index"])
+
+
+@dataclass(frozen=True)
+class FairSchedule:
+    """The length of stage 2 in whole passes over the path groups, so that Eq. (4) holds at its end.
+
+    The paper trains S' for `epochs` epochs of `steps_per_epoch` steps (one group per step), which
+    is in general not a whole number of passes over the `num_groups` groups: some paths would be
+    trained once more than others, or never. With `whole_passes`, stage 2 runs the whole number of
+    passes nearest to the paper's number of steps (at least one), keeping the batch, and as many
+    epochs as that takes, the last one cut short. Without, it runs `epochs` epochs as given (short
+    trial runs; Eq. (4) then holds only if that happens to be whole passes)."""
+    steps_per_epoch: int
+    paper_epochs: int
+    num_groups: int
+    whole_passes: bool = True
+
+    @property
+    def passes(self):
+        """Whole passes over the groups (Eq. 4), or None when the run is not a whole number of them."""
+        if self.whole_passes:
+            return max(1, math.floor(self.paper_epochs * self.steps_per_epoch / self.num_groups + 0.5))
+        whole, rest = divmod(self.paper_epochs * self.steps_per_epoch, self.num_groups)
+        return whole if rest == 0 else None
+
+    @property
+    def total_steps(self):
+        if self.whole_passes:
+            return self.passes * self.num_groups
+        return self.paper_epochs * self.steps_per_epoch
+
+    @property
+    def epochs(self):
+        return -(-self.total_steps // self.steps_per_epoch)
+
+    def steps(self, epoch):
+        """The number of steps (groups) of `epoch`."""
+        return min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
 
 
 # ---------------------------------------------------------------- stage 3: cost and evolution of paths
@@ -392,16 +464,15 @@ class Evolution:
     """The evolutionary search of paths (Eq. 6, Alg. 1 step 3), as in SPOS (Guo et al., 2020):
     a first population of random paths, then generations of `mutations` children (each gene
     re-drawn with probability `mutation_prob`) and `crossovers` children (each gene from one of two
-    parents) of the kept paths, with random paths filling any shortfall. No path is evaluated
-    twice; paths outside the parameter range are never proposed.
+    parents) of the kept paths, with random paths filling any shortfall. No path is evaluated twice.
 
-    Several sizes at once (Sec. 1): `buckets` = increasing parameter counts (millions) b0 < b1 <
-    ... < bn; bucket i holds the paths with b_i <= params < b_(i+1). The `parents` best paths of
-    every bucket are kept and breed, so the search follows the best path of each bucket."""
+    Several sizes at once (Sec. 1): bucket n holds the paths whose evaluation network has
+    n w <= params < (n + 1) w million parameters, w = `bucket_width`. The `parents` best paths of
+    every bucket are kept and breed, so the search follows the best path of each size."""
 
-    def __init__(self, num_edges, k, cost, buckets, population=50, parents=10, mutations=25, crossovers=25,
+    def __init__(self, num_edges, k, cost, bucket_width, population=50, parents=10, mutations=25, crossovers=25,
                  mutation_prob=0.1, seed=0):
-        self.num_edges, self.k, self.cost, self.buckets = num_edges, k, cost, list(buckets)
+        self.num_edges, self.k, self.cost, self.bucket_width = num_edges, k, cost, bucket_width
         self.population, self.parents, self.mutations, self.crossovers = population, parents, mutations, crossovers
         self.mutation_prob = mutation_prob
         self.g = torch.Generator().manual_seed(seed)
@@ -409,21 +480,23 @@ class Evolution:
         self.generation = 0
 
     def bucket(self, path):
-        """The bucket index of a path, or None if its parameter count is outside every bucket."""
-        params = self.cost(path)[0]
-        for i, (lo, hi) in enumerate(zip(self.buckets, self.buckets[1:])):
-            if lo <= params < hi:
-                return i
-        return None
+        """The bucket n of a path: n w <= params < (n + 1) w."""
+        return math.floor(self.cost(path)[0] / self.bucket_width)
 
-    def ranked(self, bucket=None):
-        """Evaluated paths, best first (ties: fewer parameters, then path order), of one bucket or all."""
-        paths = [p for p in self.fitness if bucket is None or self.bucket(p) == bucket]
-        return sorted(paths, key=lambda p: (-self.fitness[p], self.cost(p)[0], p))
+    def ranked(self):
+        """Evaluated paths, best first (ties: fewer parameters, then path order)."""
+        return sorted(self.fitness, key=lambda p: (-self.fitness[p], self.cost(p)[0], p))
+
+    def buckets(self):
+        """{bucket: its evaluated paths, best first}, smallest bucket first."""
+        out = {}
+        for p in self.ranked():
+            out.setdefault(self.bucket(p), []).append(p)
+        return dict(sorted(out.items()))
 
     def kept(self):
         """The `parents` best paths of each bucket: the parents of the next generation."""
-        return [p for b in range(len(self.buckets) - 1) for p in self.ranked(b)[:self.parents]]
+        return [p for paths in self.buckets().values() for p in paths[:self.parents]]
 
     def _randint(self, n):
         return int(torch.randint(n, (), generator=self.g))
@@ -443,18 +516,18 @@ class Evolution:
         return tuple(p1[e] if pick[e] else p2[e] for e in range(self.num_edges))
 
     def _collect(self, make, n, new):
-        """Up to n new valid paths from `make()` (10 n tries, as SPOS), appended to `new`."""
+        """Up to n new paths from `make()` (10 n tries, as SPOS), appended to `new`."""
         added = 0
         for _ in range(10 * n):
             if added == n:
                 break
             p = make()
-            if p not in self.fitness and p not in new and self.bucket(p) is not None:
+            if p not in self.fitness and p not in new:
                 new.append(p)
                 added += 1
 
     def propose(self):
-        """The paths of the next generation: all new, all within the parameter range."""
+        """The paths of the next generation, all new."""
         new, parents = [], self.kept()
         if parents:
             self._collect(lambda: self._mutate(parents), self.mutations, new)
@@ -468,10 +541,9 @@ class Evolution:
         self.generation += 1
 
     def best(self):
-        """(bucket, path, fitness) of the best path of every non-empty bucket, best first."""
-        out = [(b, ranked[0], self.fitness[ranked[0]])
-               for b in range(len(self.buckets) - 1) if (ranked := self.ranked(b))]
-        return sorted(out, key=lambda t: (-t[2], self.cost(t[1])[0], t[1]))
+        """{bucket: the best path of the bucket}, for every bucket holding an evaluated path (Eq. 6
+        within each size), smallest bucket first."""
+        return {b: paths[0] for b, paths in self.buckets().items()}
 
     def state_dict(self):
         return {"generation": self.generation, "paths": [list(p) for p in self.fitness],
@@ -485,7 +557,7 @@ class Evolution:
 
 def generation(evolution, fitness):
     """One generation of the evolution: propose new paths, evaluate each once. Returns
-    {path: fitness}; empty when no new path in the parameter range can be found."""
+    {path: fitness}; empty when no new path can be found."""
     results = {p: fitness(p) for p in evolution.propose()}
     evolution.record(results)
     return results

@@ -153,11 +153,16 @@ class SuperNet(nn.Module):
 
     # ---------------------------------------------------------------- weights
 
+    def fixed_rows(self, ct):
+        """(E, 1) bool: the decided or removed edges of cell type `ct`; None while there are none."""
+        return getattr(self, f"is_fixed_{ct}") if self._any_fixed[ct] else None
+
     def project(self, ct, w):
         """`w` with the rows of decided / removed edges replaced by their fixed weights."""
-        if not self._any_fixed[ct]:
+        rows = self.fixed_rows(ct)
+        if rows is None:
             return w
-        return torch.where(getattr(self, f"is_fixed_{ct}"), getattr(self, f"fixed_{ct}").to(w.dtype), w)
+        return torch.where(rows, getattr(self, f"fixed_{ct}").to(w.dtype), w)
 
     def arch_weights(self):
         """{cell type: w}, w = softmax(alpha) per edge (Sec. 2), decided edges one-hot, removed edges 0."""

@@ -4,49 +4,56 @@ Operations (Alg. 1): the edges are decided one at a time in random order, an edg
 and one of the reduction cell per round. On the chosen edge every op is masked out in turn (its
 weight set to 0, the others unchanged) and the super-net's validation accuracy measured
 (Sec. 4.1); the op whose removal hurts most is kept and the edge becomes one-hot. Topology (App.
-A.3, from the authors' code): then, node by node in random order, the input edges of a node are
-removed one at a time, the one whose removal hurts least first, until 2 remain. Between two
+A.3, from the authors' code): then, node by node in random order, every input edge of a node is
+removed in turn and the two whose removal hurts most are kept (--topology_rule). Between two
 decisions the super-net is tuned for --proj_intv epochs (Sec. 4.2), alpha still trained on the
 undecided edges. NAS-Bench-201 cells decide their 6 edges and have no topology phase.
 `--selection mag` is the DARTS+PT-Mag ablation (Sec. 6): the same rounds and tuning, choices by
-the magnitude of softmax(alpha).
+the magnitude of softmax(alpha). The measurements and one decision are in `selection.py`.
 
-Usage: python darts_pt/projection.py --search_dir RUN [--save OUT] [--proj_intv 5] [--proj_crit acc|loss]
-       [--selection pt|mag] [--resume]
+Usage: python darts_pt/projection.py --search_dir RUN [--from_epoch E] [--save OUT] [--proj_intv 5]
+       [--proj_crit acc|loss] [--selection pt|mag] [--topology_rule top2|backward] [--resume]
 """
 import argparse
-import inspect
 import json
 import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
-import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
-from common.search import frozen_bn_stats, search_cost, search_epoch, write_summary
-from common.utils import (MetricsLog, add_run_args, amp_autocast, die, gather_rng_states, get_device,
-                          init_distributed, load_checkpoint, log, rank, resume_state, save_checkpoint, set_rng_state,
-                          set_seed, setup_run)
-from darts_pt.train_search import Searcher
-
-NB201_FILE = "NAS-Bench-201-v1_0-e61699.pth"
+from common.search import search_cost, search_epoch, write_summary
+from common.utils import (DONE, MetricsLog, add_run_args, check_run, checkpoint_fits, die, gather_rng_states,
+                          get_device, init_distributed, load_checkpoint, log, made_by_another_script, rank, read_args,
+                          resume_state, save_checkpoint, set_rng_state, set_seed, setup_run)
+from darts_pt.selection import TOPOLOGY_RULES, decide_op, decide_topology, evaluate_supernet
+from darts_pt.train_search import NB201_FILE, Searcher, add_nb201_arg, nb201_lookup
+from darts_pt.train_search import get_parser as search_parser
 
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--search_dir", required=True, help="a finished train_search.py run folder")
+    p.add_argument("--from_epoch", type=int, default=None, metavar="E",
+                   help="select on the super-net kept after E search epochs (train_search.py --save_epochs E) "
+                        "instead of the final one (Fig. 4, 8)")
     p.add_argument("--proj_intv", type=int, default=5, help="tuning epochs between two decisions")
     p.add_argument("--proj_lr", type=float, default=0.0025, help="constant SGD learning rate of the tuning")
     p.add_argument("--proj_crit", choices=["acc", "loss"], default="acc",
                    help="what a removal is measured by: validation accuracy or loss")
     p.add_argument("--selection", choices=["pt", "mag"], default="pt",
                    help="pt: perturbation-based; mag: alpha magnitude with the same tuning (DARTS+PT-Mag)")
+    p.add_argument("--topology_rule", choices=TOPOLOGY_RULES, default="top2",
+                   help="top2: keep the two input edges whose single removal hurts most, each measured "
+                        "against the full node (authors' code); backward: remove the edge whose removal hurts "
+                        "least, measure again, until two remain")
     p.add_argument("--batch_size", type=int, help="default: the search's")
-    p.add_argument("--nb201_benchmark", default=None,
-                   help=f"the NAS-Bench-201 benchmark file (default: --data/{NB201_FILE})")
+    add_nb201_arg(p)
     add_run_args(p)
     add_data_args(p, search=True)
     return p
@@ -54,145 +61,66 @@ def get_parser():
 
 def parse_args(argv=None):
     """The projection flags over the search run's arguments: data, device and seed flags default to
-    the search's; --save defaults to SEARCH_DIR/projection_<selection>."""
+    the search's; --save defaults to SEARCH_DIR/projection_<selection>[_epoch<E>]."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--search_dir")
     search_dir = pre.parse_known_args(argv)[0].search_dir
     parser = get_parser()
     search = {}
     if search_dir:
-        path = Path(search_dir) / "args.json"
-        if not path.is_file():
-            die(f"{path} not found: --search_dir must be a run folder of darts_pt/train_search.py")
-        search = json.loads(path.read_text())
+        search = finished_search(Path(search_dir))
         ours = vars(parser.parse_args(["--search_dir", search_dir]))
-        parser.set_defaults(**{k: v for k, v in search.items() if k in ours and k not in ("save", "resume")})
+        # not inherited: the run folder, and SGAS' --selection (a different flag of the search)
+        parser.set_defaults(**{k: v for k, v in search.items()
+                               if k in ours and k not in ("save", "resume", "overwrite", "selection")})
     args = argparse.Namespace(**{**search, **vars(parser.parse_args(argv))})
-    args.save = args.save or str(Path(args.search_dir) / f"projection_{args.selection}")
+    if args.method == "sgas":
+        die(f"{args.search_dir} is an SGAS search, which decided its edges itself: its genotype.json is the "
+            "result (SGAS+PT with --selection pt)")
+    epoch = "" if args.from_epoch is None else f"_epoch{args.from_epoch}"
+    args.save = args.save or str(Path(args.search_dir) / f"projection_{args.selection}{epoch}")
     if args.selection == "mag" and args.method == "blank":
         die("--selection mag chooses by alpha, but the blank super-net keeps alpha at 0")
     return args
 
 
-# ---------------------------------------------------------------- measurements (Sec. 4.1)
-
-@torch.no_grad()
-def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=0):
-    """(top-1 %, loss) of the super-net over `loader`, as DARTS-PT measures it (authors' code): BN in
-    training mode (batch statistics), the running statistics left untouched. Every call sees the
-    same batches, augmentations and noise draws (`seed`), so scores differ only by the masking."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    if not was_training:  # train() walks every module of the super-net: only when needed
-        model.train()
-    loader.sampler.set_epoch(0)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), frozen_bn_stats(model):
-        torch.manual_seed(seed)
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with amp_autocast(device, amp):
-                logits = model(x, weights, active).float()
-            sums[0] += (logits.argmax(1) == y).sum()
-            sums[1] += F.cross_entropy(logits, y, reduction="sum")
-            sums[2] += len(y)
-    if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(sums)
-    if not was_training:
-        model.eval()
-    return (100 * sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+def finished_search(folder):
+    """The flags of the finished darts_pt/train_search.py run in `folder`, or one clear line."""
+    stored = read_args(folder)
+    if stored is None:
+        die(f"{folder / 'args.json'} not found: --search_dir must be a run folder of darts_pt/train_search.py")
+    problem = made_by_another_script(folder, stored, vars(search_parser().parse_args([])),
+                                     "--search_dir needs a run of darts_pt/train_search.py")
+    if problem:
+        die(problem)
+    if not (folder / DONE).is_file():
+        die(f"the search in {folder} is not finished (no {DONE}): finish it with darts_pt/train_search.py --resume "
+            f"--save {folder} first")
+    return stored
 
 
-def _score(top1_loss, crit):
-    return top1_loss[0] if crit == "acc" else top1_loss[1]
+def load_supernet(args, device):
+    """(the search checkpoint the selection starts from: the final one, or the --from_epoch snapshot;
+    its path)."""
+    folder = Path(args.search_dir)
+    if args.from_epoch is not None:
+        path = folder / f"checkpoint_epoch{args.from_epoch}.pt"
+        if not path.is_file():
+            kept = sorted(int(f.stem.split("epoch")[1]) for f in folder.glob("checkpoint_epoch*.pt"))
+            die(f"{path} not found: the search kept the super-net after epochs {kept or 'none'}; "
+                f"search with train_search.py --save_epochs {args.from_epoch}")
+        return load_checkpoint(path, device), path
+    path = folder / "checkpoint.pt"
+    if not path.is_file():
+        die(f"{path} not found: run darts_pt/train_search.py --save {args.search_dir} first")
+    state = load_checkpoint(path, device)
+    if state["epoch"] < args.epochs:
+        die(f"the search in {args.search_dir} stopped at epoch {state['epoch']} of {args.epochs}; "
+            "finish it with train_search.py --resume first")
+    return state, path
 
 
-def op_strength(model, cell_type, edge, loader, crit="acc", amp=False):
-    """Sec. 4.1: for each op of `edge`, the super-net's validation accuracy (`crit="acc"`, or loss)
-    with that op masked out: its weight set to 0, every other weight unchanged. One score per op;
-    the op whose removal hurts most (lowest accuracy / highest loss) is the strongest."""
-    with torch.no_grad():
-        base = model.arch_weights()
-    scores = []
-    for o in range(len(model.edge_ops[cell_type][edge])):
-        weights = dict(base)
-        weights[cell_type] = base[cell_type].clone()
-        weights[cell_type][edge, o] = 0.0
-        active = dict(model.active)
-        active[cell_type] = list(model.active[cell_type])
-        active[cell_type][edge] = [p for p in model.active[cell_type][edge] if p != o]
-        scores.append(_score(evaluate_supernet(model, loader, weights, active, amp), crit))
-    return scores
-
-
-def edge_strength(model, cell_type, edges, loader, crit="acc", amp=False):
-    """App. A.3: for each of `edges`, the super-net's validation accuracy (or loss) with that whole
-    edge removed (all its weights 0). One score per edge."""
-    with torch.no_grad():
-        base = model.arch_weights()
-    scores = []
-    for e in edges:
-        weights = dict(base)
-        weights[cell_type] = base[cell_type].clone()
-        weights[cell_type][e] = 0.0
-        active = dict(model.active)
-        active[cell_type] = list(model.active[cell_type])
-        active[cell_type][e] = []
-        scores.append(_score(evaluate_supernet(model, loader, weights, active, amp), crit))
-    return scores
-
-
-def strength(scores, measure):
-    """Scores turned into "higher is stronger": a removal that lowers accuracy (raises loss) means
-    a strong op or edge; for magnitudes, a larger alpha."""
-    return [-s for s in scores] if measure == "acc" else list(scores)
-
-
-def argmax(values, allowed=None):
-    """Index of the largest value among `allowed` (all by default); ties keep the lower index."""
-    allowed = range(len(values)) if allowed is None else allowed
-    return max(allowed, key=lambda i: (values[i], -i))
-
-
-# ---------------------------------------------------------------- decisions
-
-def decide_op(model, ct, edge, loader, args):
-    """Alg. 1: score the ops of `edge`, discretize it to the strongest. `none` is never chosen on a
-    DARTS cell (App. A.1.1: it only marks topology there); on a NAS-Bench-201 cell it is an op."""
-    names = model.edge_ops[ct][edge]
-    with torch.no_grad():
-        alpha = F.softmax(model.alphas[ct][edge], -1).cpu().tolist()
-    if args.selection == "pt":
-        scores = op_strength(model, ct, edge, loader, args.proj_crit, args.amp)
-        measure = args.proj_crit
-    else:
-        scores, measure = alpha, "alpha"
-    allowed = [o for o, n in enumerate(names) if n != "none" or model.num_inputs == 1]
-    o = argmax(strength(scores, measure), allowed)  # o* = arg min_o ACC\o
-    model.project_op(ct, edge, o)
-    i, j = model.edges[edge]
-    return {"cell": ct, "edge": edge, "name": f"{i}<-{j}", "ops": list(names), "scores": scores,
-            "measure": measure, "alpha": alpha, "chosen": names[o]}
-
-
-def decide_topology(model, ct, node, loader, args, alpha_of):
-    """App. A.3: remove input edges of `node` one at a time, the one whose removal hurts least,
-    until 2 remain (magnitude selection: the edge whose chosen op had the smallest alpha)."""
-    kept = [e for e in model.node_edges(node) if not model.removed[ct][e]]
-    steps = []
-    while len(kept) > 2:
-        if args.selection == "pt":
-            scores, measure = edge_strength(model, ct, kept, loader, args.proj_crit, args.amp), args.proj_crit
-        else:
-            scores, measure = [alpha_of[(ct, e)] for e in kept], "alpha"
-        s = strength(scores, measure)
-        drop = kept[argmax([-v for v in s])]
-        model.remove_edge(ct, drop)
-        steps.append({"edges": [f"{model.edges[e][0]}<-{model.edges[e][1]}" for e in kept], "scores": scores,
-                      "measure": measure, "removed": f"{model.edges[drop][0]}<-{model.edges[drop][1]}"})
-        kept.remove(drop)
-    return {"cell": ct, "node": node, "steps": steps, "kept": [f"{node}<-{model.edges[e][1]}" for e in kept]}
-
+# ---------------------------------------------------------------- the schedule (Alg. 1)
 
 def plan(model, proj_intv, seed):
     """The schedule: one decision round per edge (a random edge of every cell type), then on DARTS
@@ -217,51 +145,30 @@ def plan(model, proj_intv, seed):
     return events
 
 
-def nb201_accuracy(arch, path):
-    """Test accuracies (%) of an NAS-Bench-201 arch string from the benchmark (200-epoch results),
-    or None, with one log line, when its API or file is not installed."""
-    try:
-        from nas_201_api import NASBench201API
-    except ImportError:
-        log.info("NAS-Bench-201 API not installed (pip install nas-bench-201): benchmark accuracy skipped")
-        return None
-    if not Path(path).expanduser().is_file():
-        log.info("NAS-Bench-201 benchmark file %s not found: benchmark accuracy skipped", path)
-        return None
-    api = NASBench201API(str(Path(path).expanduser()), verbose=False)
-    index = api.query_index_by_arch(arch)
-    hp = {"hp": "200"} if "hp" in inspect.signature(api.get_more_info).parameters else {}
-    return {ds: api.get_more_info(index, ds, is_random=False, **hp)["test-accuracy"]
-            for ds in ("cifar10", "cifar100", "ImageNet16-120")}
-
-
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
+    check_run(args, "projection")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)
-    save = setup_run(args, "projection")
-    search_ckpt = Path(args.search_dir) / "checkpoint.pt"
-    if not search_ckpt.is_file():
-        die(f"{search_ckpt} not found: run darts_pt/train_search.py --save {args.search_dir} first")
-    search_state = load_checkpoint(search_ckpt, device)
-    if search_state["epoch"] < args.epochs:
-        die(f"the search in {args.search_dir} stopped at epoch {search_state['epoch']} of {args.epochs}; "
-            "finish it with train_search.py --resume first")
+    search_state, search_ckpt = load_supernet(args, device)
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
-    searcher.load_state_dict(search_state["searcher"])
+    with checkpoint_fits(search_ckpt):
+        searcher.load_state_dict(search_state["searcher"])
+    save = setup_run(args, "projection")
     searcher.start_tuning(args.proj_lr)
     model = searcher.model
 
     events, done, rounds, wall = plan(model, args.proj_intv, args.seed), 0, [], 0.0
     ckpt = resume_state(args, device)
     if ckpt:
-        searcher.load_state_dict(ckpt["searcher"])
-        events, done, rounds, wall = ckpt["events"], ckpt["done"], ckpt["rounds"], ckpt["wall_time_s"]
-        set_rng_state(ckpt["rng"][rank()])
+        with checkpoint_fits(save / "checkpoint.pt"):
+            searcher.load_state_dict(ckpt["searcher"])
+            events, done, rounds, wall = ckpt["events"], ckpt["done"], ckpt["rounds"], ckpt["wall_time_s"]
+            set_rng_state(ckpt["rng"][rank()])
     tuned = sum(ev["kind"] == "tune" for ev in events[:done])
     metrics = MetricsLog(save / "metrics.jsonl", tuned)
     n_rounds = sum(ev["kind"] != "tune" for ev in events)
@@ -271,7 +178,7 @@ def main(argv=None):
     for i in range(done, len(events)):
         ev = events[i]
         if ev["kind"] == "tune":
-            stats = search_epoch(searcher, train_queue, valid_queue, args.epochs + tuned)  # Sec. 4.2: tuning
+            stats = search_epoch(searcher, train_queue, valid_queue, search_state["epoch"] + tuned)  # Sec. 4.2
             top1, loss = evaluate_supernet(model, valid_queue, amp=args.amp)
             metrics.write({"epoch": tuned, "round": ev["round"], **stats, "valid_top1": top1, "valid_loss": loss})
             rounds[-1]["valid_top1_after_tuning"] = top1
@@ -280,8 +187,10 @@ def main(argv=None):
         else:
             alpha_of = {(d["cell"], d["edge"]): d["alpha"][d["ops"].index(d["chosen"])]
                         for r in rounds if r["kind"] == "op" for d in r["decisions"]}
-            decisions = [decide_op(model, ct, t, valid_queue, args) if ev["kind"] == "op"
-                         else decide_topology(model, ct, t, valid_queue, args, alpha_of)
+            how = dict(selection=args.selection, crit=args.proj_crit, amp=args.amp)
+            decisions = [decide_op(model, ct, t, valid_queue, **how) if ev["kind"] == "op"
+                         else decide_topology(model, ct, t, valid_queue, **how, rule=args.topology_rule,
+                                              alpha_of=alpha_of)
                          for ct, t in ev["targets"].items()]
             top1, _ = evaluate_supernet(model, valid_queue, amp=args.amp)
             rounds.append({"round": ev["round"], "kind": ev["kind"], "decisions": decisions,
@@ -300,18 +209,21 @@ def main(argv=None):
 
     genotype = model.genotype()
     meta = dict(method=f"darts_pt/{args.method}+{args.selection}", search_dir=str(args.search_dir),
-                search_space=args.search_space, proj_crit=args.proj_crit, proj_intv=args.proj_intv, seed=args.seed,
-                dataset=args.dataset, projection_time_s=round(time.time() - t0, 1))
-    if genotype.kind == "nb201":
-        bench = nb201_accuracy(str(genotype), args.nb201_benchmark or Path(args.data) / NB201_FILE)
-        if bench:
-            log.info("NAS-Bench-201 test accuracy %s", json.dumps(bench))
-            meta["nb201_test_accuracy"] = bench
+                from_epoch=search_state["epoch"], search_space=args.search_space, proj_crit=args.proj_crit,
+                proj_intv=args.proj_intv, topology_rule=args.topology_rule, seed=args.seed, dataset=args.dataset,
+                projection_time_s=round(time.time() - t0, 1))
+    if genotype.kind == "nb201" and rank() == 0:
+        lookup = nb201_lookup(args.nb201_benchmark or Path(args.data) / NB201_FILE)
+        if lookup:
+            meta["nb201_test_accuracy"] = lookup(str(genotype))
+            log.info("NAS-Bench-201 test accuracy %s", json.dumps(meta["nb201_test_accuracy"]))
     if rank() == 0:
         (save / "decisions.json").write_text(json.dumps(rounds, indent=1) + "\n")
         export(save, genotype, **meta)
+        # valid_top1: the selected super-net's accuracy on the search's validation half, which picks the
+        # best of several searches (Table 2's "best") without looking at the test set
         write_summary(save, search_cost(time.time() - t0, device), method=meta["method"], genotype=str(genotype),
-                      rounds=len(rounds))
+                      rounds=len(rounds), valid_top1=rounds[-1]["valid_top1_after_decision"])
     log.info("final genotype %s", genotype)
     return genotype
 

@@ -31,8 +31,9 @@ if __package__ in (None, ""):  # run as `python entrannas/consistency.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.data import search_loaders  # noqa: E402
-from common.utils import MetricsLog, die, get_device, load_checkpoint  # noqa: E402
-from entrannas.train_search import Searcher  # noqa: E402
+from common.utils import (MetricsLog, checkpoint_fits, die, get_device, load_checkpoint,  # noqa: E402
+                          made_by_another_script, read_args)
+from entrannas.train_search import Searcher, get_parser  # noqa: E402
 
 KEYS = ("supernet_valid_top1", "childnet_valid_top1")
 
@@ -40,9 +41,14 @@ KEYS = ("supernet_valid_top1", "childnet_valid_top1")
 def load_search(run, data=None, device="auto", workers=None):
     """(searcher at the end of the run, its arguments, its validation loader) from a run folder."""
     run = Path(run)
-    if not (run / "args.json").is_file() or not (run / "checkpoint.pt").is_file():
+    stored = read_args(run)
+    if stored is None or not (run / "checkpoint.pt").is_file():
         die(f"{run}: not a search run folder (needs args.json and checkpoint.pt from entrannas/train_search.py)")
-    args = Namespace(**json.loads((run / "args.json").read_text()))
+    problem = made_by_another_script(run, stored, vars(get_parser().parse_args([])),
+                                     "give runs of entrannas/train_search.py")
+    if problem:
+        die(problem)
+    args = Namespace(**stored)
     args.device = device
     if data is not None:
         args.data = data
@@ -52,7 +58,8 @@ def load_search(run, data=None, device="auto", workers=None):
     _, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, dev)
     ckpt = load_checkpoint(run / "checkpoint.pt", dev)
-    searcher.load_state_dict(ckpt["searcher"])
+    with checkpoint_fits(run / "checkpoint.pt"):
+        searcher.load_state_dict(ckpt["searcher"])
     if ckpt["epoch"] < args.epochs:
         print(f"warning: {run} stopped after {ckpt['epoch']} of {args.epochs} epochs", file=sys.stderr)
     return searcher, args, valid_queue

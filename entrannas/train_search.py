@@ -31,7 +31,7 @@ from common.genotypes import export  # noqa: E402
 from common.search import Checkpointed, search_loop  # noqa: E402
 from common.train_eval import evaluate  # noqa: E402
 from common.utils import (accuracy, add_run_args, all_reduce_mean, amp_autocast, broadcast_params,  # noqa: E402
-                          die, get_device, init_distributed, is_main, log, set_seed, setup_run,
+                          check_run, die, get_device, init_distributed, is_main, log, set_seed, setup_run,
                           world_size)
 from entrannas.model_search import ENGINE_PLACEMENTS, ChildNet, Network  # noqa: E402
 
@@ -87,7 +87,7 @@ def parse_args(argv=None):
     parser = get_parser()
     probe, _ = parser.parse_known_args(argv)
     profile = dict(CIFAR)
-    if is_imagenet_like(probe.dataset):
+    if is_imagenet_like(probe):
         profile.update(IMAGENET, **(IMAGENET_DST if probe.dst else {}))
     if probe.darts:
         profile.update(DARTS_SUPERNET, **DARTS_SEARCH)
@@ -102,8 +102,6 @@ def parse_args(argv=None):
         die(f"--bottleneck must be at least 1 (1 = no bottleneck), not {args.bottleneck}")
     if args.tau <= 0 or args.tau_decay <= 0:
         die("--tau and --tau_decay must be positive")
-    if args.epochs < 1 or args.layers < 3 or args.init_channels < 1 or args.batch_size < world_size():
-        die("--epochs, --init_channels must be >= 1, --layers >= 3, --batch_size >= the number of processes")
     return args
 
 
@@ -116,7 +114,7 @@ def unaugmented(loader, args):
         chain.append(ds.indices)
         ds = ds.dataset
     ds = copy.copy(ds)  # the same images; the search loaders keep their augmentation
-    ds.transform = transforms(args.dataset, False, 0, args.image_size)
+    ds.transform = transforms(args, False)
     for indices in reversed(chain):
         ds = Subset(ds, indices)
     return make_loader(ds, args.batch_size, False, args.workers)
@@ -141,7 +139,7 @@ class Searcher(Checkpointed):
             self.model = Network(args.init_channels, num_classes, args.layers, args.search_space,
                                  engine=args.engine, feature_sharing=args.feature_sharing,
                                  bottleneck=args.bottleneck, dst=args.dst,
-                                 imagenet=is_imagenet_like(args.dataset)).to(device)
+                                 imagenet=is_imagenet_like(args)).to(device)
         except ValueError as e:
             die(str(e))
         broadcast_params(self.model.parameters())  # one super-net on every rank
@@ -244,10 +242,11 @@ def main(argv=None):
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
+    check_run(args, "search-entrannas")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)  # the same seed on every rank: the same initial super-net
-    save = setup_run(args, "search-entrannas")
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
+    save = setup_run(args, "search-entrannas")
     log.info("super-net: %.3fM weights, Engine-cells at layers %s, %d process(es)",
              sum(p.numel() for p in searcher.weights) / 1e6, sorted(searcher.model.engines), world_size())
     method = "DARTS (EnTranNAS super-net)" if args.darts else "EnTranNAS-DST" if args.dst else "EnTranNAS"

@@ -19,7 +19,7 @@ from common.data import add_data_args, search_loaders
 from common.operations import DARTS_OPS
 from common.search import Checkpointed, frozen_bn_stats, search_loop
 from common.train_eval import evaluate
-from common.utils import accuracy, add_run_args, amp_autocast, die, get_device, set_seed, setup_run
+from common.utils import accuracy, add_run_args, amp_autocast, check_run, die, get_device, set_seed, setup_run
 from msg_das.model_search import Network
 
 NUM_OPS = len(DARTS_OPS)  # the DARTS ops with `none` (Sec. 4.2)
@@ -233,10 +233,11 @@ def main(argv=None):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         die("the MSG-DAS search runs in one process on one GPU (as in the paper); start it without torchrun")
     device = get_device(args.device)
+    check_run(args, "search-msg_das")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)
-    save = setup_run(args, "search-msg_das")
     train_queue, valid_queue, num_classes = search_loaders(args)
     searcher = Searcher(args, num_classes, device)
+    save = setup_run(args, "search-msg_das")
     extra = {"peer_loss": True, "lambda_peer": args.lambda_peer} if args.peer_loss else {}
     return search_loop(args, searcher, train_queue, valid_queue, save, device, method="msg_das", K=args.K,
                        batch_size=args.batch_size, lambda_guide=args.lambda_guide,

@@ -4,7 +4,7 @@ Each `Row` is one row of a table (its label and dataset as in `paper_results.jso
 one quantitative figure. The vocabulary (`Search`, `Step`, `Select`, `Train`, `Measure`) is in
 `reproduce/registry.py`; `bash run_all.sh --plan` lists the stages these entries make.
 """
-from reproduce.registry import Figure, Row, Search, Select, Step, Train, flags
+from reproduce.registry import Figure, Measure, Row, Search, Select, Step, Train, flags
 
 # ---------------------------------------------------------------- shared protocols
 
@@ -15,9 +15,10 @@ CIFAR100 = Train("cifar100", gpu_hours=36)
 SVHN = Train("svhn", gpu_hours=48)
 # DARTS' mobile setting on ImageNet (250 epochs, 14 cells, 48 channels): ~3 GPU-days x 8 GPUs.
 IMAGENET = Train("imagenet", gpus=8, gpu_hours=8 * 72)
-# DARTS' selection (Liu et al., 2019, Sec. 3.3): every searched cell trained briefly (100 epochs)
-# with a held-out validation split of the training set; the best validation accuracy is kept.
-DARTS_SELECT = Select("valid", short=Train("cifar10", flags(epochs=100, valid_size=10000), name="valid100",
+# DARTS' selection (Liu et al., 2019, Sec. 3.2): every searched cell trained from scratch for 100
+# epochs with 25,000 training images held out (the size of DARTS' search validation half); the
+# best final validation accuracy is kept. The test set is not read for it.
+DARTS_SELECT = Select("valid", short=Train("cifar10", flags(epochs=100, valid_size=25000), name="valid100",
                                            gpu_hours=6, smoke=flags(valid_size=16)))
 
 EXPERIMENTS = []
@@ -108,17 +109,107 @@ EXPERIMENTS += [
 
 # ---------------------------------------------------------------- DARTS-PD
 
-PD_SMOKE = flags(population=4, parents=2, mutations=2, crossovers=2, bn_batches=1, eval_layers=3,
-                 eval_init_channels=4, buckets=(0, "inf"))
+# smoke: one epoch of each stage (stage 2 not to a whole pass), one generation of a few paths,
+# the tiny evaluation network in one wide bucket
+PD_SMOKE = flags(fair_epochs=1, generations=1, population=4, parents=2, mutations=2, crossovers=2, bn_batches=1,
+                 eval_layers=3, eval_init_channels=4, bucket_width=100) + ("--no-whole_passes",)
 DARTS_PD = Search("darts_pd", "cifar10", seeds=(0, 1, 2), gpu_days=0.3, smoke=PD_SMOKE)
 EXPERIMENTS += [
     Row("darts_pd", "Table 1", "DARTS-PD†(ours)", search=DARTS_PD, train=CIFAR10),
 ]
 
 # ---------------------------------------------------------------- D-DARTS (Heuillet et al.)
+# d_darts/README.md, "Reproducing the paper". One search per model (seed 2, the authors' default;
+# 50 epochs, 8 cells, batch 72: the defaults), which writes every parsing (genotype_sparse.json,
+# genotype_edge.json); no selection (nothing to choose among). Each architecture is trained 4 times
+# (seeds 0-3) and the paper's number is the best of the 4 ("best of 4 independent runs", Tables 1-2
+# captions); the summary prints it beside their mean ± std.
 
-DD_LF = Search("d_darts", "lf-cifar10", flags(w_abl=0), seeds=(0, 1, 2, 3), gpu_days=0.5)
+SPARSE, EDGE = "genotype_sparse.json", "genotype_edge.json"
+
+
+def dd_search(name, dataset="cifar10", gpu_days=0.5, **kw):
+    """A D-DARTS search, seed 2. `gpu_days`: the paper's search cost (Tables 1-2: L_F 0.5, L_T on
+    CIFAR-100 0.9). Smoke: 5 cells, the fewest from which Alg. 1 derives a deeper network."""
+    return Search("d_darts", name, flags(**kw), seeds=(2,), dataset=dataset, gpu_days=gpu_days,
+                  smoke=flags(layers=5))
+
+
+def dd_train(dataset, layers=None, seeds=(0, 1, 2, 3), **kw):
+    """Trainings of a D-DARTS genotype with the paper's protocol (train.py's defaults: DARTS' on CIFAR with the
+    searched 8 cells, 14 layers and 400 epochs on ImageNet) and mixed precision (Sec. 5.1: "mainly when fully
+    training models"); `layers` deepens the network by Alg. 1. Smoke: the 5 searched cells, or 9 layers by Alg. 1."""
+    fl = flags(amp=True) + (flags(layers=layers) if layers else ())
+    name = f"{dataset}-{layers}layers" if layers else ""
+    return Train(dataset, fl, seeds=seeds, name=name, smoke=flags(layers=9 if layers else 5), **kw)
+
+
+DD_LF_C10 = dd_search("lf-c10", w_abl=0)  # L_F (Eq. 4): DD-1 (sparse), DD-2 (edge)
+DD_LT_C10 = dd_search("lt-c10")  # L_T (Eq. 9): DD-3 (sparse)
+DD_LT_C100 = dd_search("lt-c100", "cifar100", gpu_days=0.9)  # L_T: DD-4 (edge), DD-5 (sparse)
+# No training time is printed for CIFAR: DARTS' 20-cell training (~36 GPU-hours) scaled by depth.
+DD_C10, DD_C100 = dd_train("cifar10", gpu_hours=15), dd_train("cifar100", gpu_hours=15)
+DD_C10_14, DD_C100_14 = dd_train("cifar10", 14, gpu_hours=25), dd_train("cifar100", 14, gpu_hours=25)
+# Sec. 5.5: 400 epochs take "around 10 days on a single GPU"; one training (Table 3 has no best-of-4).
+DD_IMAGENET = dd_train("imagenet", 14, seeds=(0,), gpus=8, gpu_hours=240)
 EXPERIMENTS += [
-    Row("d_darts", "Table 1", "DD-1", search=DD_LF, genotype="genotype_sparse.json", train=CIFAR10),
-    Row("d_darts", "Table 1", "DD-2", search=DD_LF, genotype="genotype_edge.json", train=CIFAR10),
+    Row("d_darts", "Table 1", "DD-1", search=DD_LF_C10, genotype=SPARSE, train=DD_C10),
+    Row("d_darts", "Table 1", "DD-2", search=DD_LF_C10, genotype=EDGE, train=DD_C10),
+    Row("d_darts", "Table 1", "DD-3", search=DD_LT_C10, genotype=SPARSE, train=DD_C10),
+    Row("d_darts", "Table 1", "DD-4", search=DD_LT_C100, genotype=EDGE, train=DD_C10),
+    Row("d_darts", "Table 1", "DD-4 (14 layers)", search=DD_LT_C100, genotype=EDGE, train=DD_C10_14),
+    Row("d_darts", "Table 1", "DD-5", search=DD_LT_C100, genotype=SPARSE, train=DD_C10),
+    Row("d_darts", "Table 2", "DD-2", "cifar100", search=DD_LF_C10, genotype=EDGE, train=DD_C100),
+    Row("d_darts", "Table 2", "DD-2 (14 layers)", "cifar100", search=DD_LF_C10, genotype=EDGE, train=DD_C100_14),
+    Row("d_darts", "Table 2", "DD-3", "cifar100", search=DD_LT_C10, genotype=SPARSE, train=DD_C100),
+    Row("d_darts", "Table 2", "DD-4", "cifar100", search=DD_LT_C100, genotype=EDGE, train=DD_C100),
+    Row("d_darts", "Table 2", "DD-4 (14 layers)", "cifar100", search=DD_LT_C100, genotype=EDGE, train=DD_C100_14),
+    Row("d_darts", "Table 2", "DD-5", "cifar100", search=DD_LT_C100, genotype=SPARSE, train=DD_C100),
+    # Table 3 prints DD-2 with the *sparse* parsing (5.44M, 590M): the L_F search's sparse cells (DD-1's)
+    Row("d_darts", "Table 3", "DD-2 (sparse)", "imagenet", search=DD_LF_C10, genotype=SPARSE, train=DD_IMAGENET),
+    Row("d_darts", "Table 3", "DD-5", "imagenet", search=DD_LT_C100, genotype=SPARSE, train=DD_IMAGENET),
+]
+
+
+def dd_figure_numbers(name, *keys):
+    """d_darts/search_stats.py on the row's search: the numbers a figure plots (`keys`)."""
+    return (Measure(name, "d_darts/search_stats.py", inputs=(("--search_dirs", "searches"),), keys=keys),)
+
+
+# Fig. 3: the minimal global loss of a 50-epoch CIFAR-100 search against w_abl, with L01 off (w01 = 0).
+# w_abl acts on the alphas only through the gradient of L_AB, hence its differentiable form (under the
+# default constant form every w_abl gives the same search). The loss is the authors' 'global loss' (the
+# epoch's mean weight-step loss, min_train_loss); the super-net's validation loss beside it. Cost: a
+# differentiable L_AB step takes ~1.7x a constant one (d_darts/README, Efficiency), so ~1.5 GPU-days.
+DD_FIG3 = tuple(Row("d_darts", "Fig. 3", f"w_abl={w}", "cifar100",
+                    search=dd_search(f"abl-{w}", "cifar100", gpu_days=1.5 if w else 0.5, w01=0,
+                                     ablation_loss="differentiable", w_abl=w),
+                    measure=dd_figure_numbers(f"fig3-abl-{w}", "min_train_loss", "min_valid_loss"), x={"w_abl": w})
+                for w in (0, 0.25, 0.5, 0.75, 1, 1.5, 2))
+# Fig. 4: the shares of sigmoid weights above 0.9 and below 0.1 after a CIFAR-100 search, against w01
+# (w_abl 0.5); the paper names 0, 5, 7 and 10, not its grid. w01 = 7 is the DD-4 / DD-5 search.
+DD_FIG4 = tuple(Row("d_darts", "Fig. 4", f"w01={w}", "cifar100",
+                    search=DD_LT_C100 if w == 7 else dd_search(f"w01-{w}", "cifar100", gpu_days=0.9, w01=w),
+                    measure=dd_figure_numbers(f"fig4-w01-{w}", "ops_above_0.9_pct", "ops_below_0.1_pct"),
+                    x={"w01": w})
+                for w in range(11))
+# Fig. 5: the best validation top-1 of the super-net per search epoch on CIFAR-10: D-DARTS (L_T), the
+# FairDARTS super-net (one architecture per cell type, sigmoid + L01 with FairDARTS' weight, no schedule on
+# the alphas) and first-order DARTS (darts_pt/train_search.py; ~0.4 GPU-days, as MSG-DAS and DARTS-PT cite it).
+DD_FIG5 = (Row("d_darts", "Fig. 5", "D-DARTS", search=DD_LT_C10),
+           Row("d_darts", "Fig. 5", "FairDARTS", search=dd_search("fair-c10", share_alphas=True, w_abl=0, w01=5,
+                                                                  arch_learning_rate_min=3e-3)),
+           Row("d_darts", "Fig. 5", "DARTS", search=Search("darts_pt", "darts-c10", flags(method="darts"), seeds=(2,),
+                                                           gpu_days=0.4)))
+EXPERIMENTS += [
+    # w_abl = 0.5 first: --smoke runs the first row of a kind, and w_abl = 0 would not run the ablated networks
+    *sorted(DD_FIG3, key=lambda r: r.x["w_abl"] != 0.5),
+    Figure("d_darts", "Fig. 3", "minimal global loss of a CIFAR-100 search against w_abl (w01 = 0)",
+           "points", DD_FIG3, xkey="w_abl", y=("min_train_loss", "min_valid_loss")),
+    *DD_FIG4,
+    Figure("d_darts", "Fig. 4", "% of sigmoid weights > 0.9 and < 0.1 after a CIFAR-100 search against w01",
+           "points", DD_FIG4, xkey="w01", y=("ops_above_0.9_pct", "ops_below_0.1_pct")),
+    *DD_FIG5,
+    Figure("d_darts", "Fig. 5", "best super-net valid top-1 per epoch, CIFAR-10",
+           "curves", DD_FIG5, y=("valid_top1",), running="max"),
 ]

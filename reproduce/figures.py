@@ -5,8 +5,10 @@ summary.json).
   points  each row of the figure is one point: x is one of the row's coordinates (`Row.x`), y one
           of its reported numbers (test error, search GPU-hours, a measurement); the paper's
           values, where it prints them, are drawn beside ours.
-  curves  one curve per row: a metrics.jsonl key per epoch of the row's searches (mean over seeds).
+  curves  one curve per row: a metrics.jsonl key per epoch of the row's searches (mean over seeds),
+          or with `running` each search's best value so far.
 """
+import itertools
 import json
 from pathlib import Path
 
@@ -48,19 +50,21 @@ def figure_data(fig, results, out, parts_of, paper=None):
             if parts is None:
                 continue
             for y in fig.y:
-                curves = [_curve(Path(out) / s / "metrics.jsonl", fig.xkey, y) for s in parts["searches"]]
+                curves = [_curve(Path(out) / s / "metrics.jsonl", fig.xkey, y, fig.running) for s in parts["searches"]]
                 curves = [c for c in curves if c]
                 if curves:
                     n = min(len(c) for c in curves)
                     points = [(curves[0][i][0], sum(c[i][1] for c in curves) / len(curves)) for i in range(n)]
-                    series.append({"label": f"{row.row}: {y}", "y_name": y, "points": points, "runs": len(curves)})
+                    name = f"{y} (running {fig.running})" if fig.running else y
+                    series.append({"label": f"{row.row}: {name}", "y_name": name, "points": points,
+                                   "runs": len(curves)})
     else:
         raise ValueError(f"unknown figure kind {fig.kind!r}")
     return {"paper": fig.paper, "figure": fig.figure, "title": fig.title, "kind": fig.kind, "x": fig.xkey,
             "series": series}
 
 
-def _curve(path, xkey, ykey):
+def _curve(path, xkey, ykey, running=""):
     if not path.exists():
         return []
     pts = []
@@ -71,6 +75,9 @@ def _curve(path, xkey, ykey):
             continue
         if r.get(ykey) is not None:
             pts.append((r.get(xkey), r[ykey]))
+    if running and pts:  # the best value so far at each epoch
+        best = itertools.accumulate((y for _, y in pts), {"max": max, "min": min}[running])
+        pts = [(x, b) for (x, _), b in zip(pts, best)]
     return pts
 
 

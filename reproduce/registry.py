@@ -23,7 +23,7 @@ Folders under OUT:
     PAPER/published/ARCH-TRAIN-eSEED/          a training of a published genotype
     PAPER/measure/NAME/                        a measurement (consistency, efficiency, ...)
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,8 @@ class Row:
 class Figure:
     """A quantitative figure: `points` plots rows' reported values against one of their `x`
     coordinates (`y` names the values, e.g. ("test_error", "search_gpu_hours")); `curves` plots a
-    metrics.jsonl key per epoch of the searches of rows (`y`), one curve per row."""
+    metrics.jsonl key per epoch of the searches of rows (`y`), one curve per row; with `running="max"`
+    (or "min") each search's curve is its best value so far (a "best accuracy per epoch" plot)."""
     paper: str
     figure: str
     title: str
@@ -183,6 +184,7 @@ class Figure:
     xkey: str = "epoch"
     y: tuple = ("test_error",)
     paper_values: dict = field(default_factory=dict)  # {(row label, y): value} where the paper prints them
+    running: str = ""  # curves: "max" / "min", the running maximum / minimum of each search's curve
 
 
 # ---------------------------------------------------------------- stages
@@ -363,12 +365,13 @@ def _variant(fl):
 
 def kind(row):
     """What kind of experiment a row is, for --smoke: rows of one kind differ only in numbers
-    (batch sizes, lambdas, seeds, datasets), so the smoke run keeps the first of each kind."""
+    (batch sizes, lambdas, seeds, datasets) and in the folders of their measurements (one per row:
+    a measurement is known by its script and flags), so the smoke run keeps the first of each kind."""
     s, t = row.search, row.train
     return (row.paper, row.arch is not None,
             s and (s.method, s.script, _variant(s.flags), tuple((st.name, _variant(st.flags)) for st in s.steps)),
             Path(row.genotype).stem, row.select.rule, row.dataset == "imagenet",
-            t and _variant(t.flags), tuple((m.name, _variant(m.flags)) for m in row.measure))
+            t and _variant(t.flags), tuple((m.script, _variant(m.flags)) for m in row.measure))
 
 
 def plan(experiments, ctx):

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 from common import genotypes
 from common.utils import die
 
-VALID_KEY = "valid_top1"  # train_eval's final validation accuracy on the held-out split
+VALID_KEY = "final_valid_top1"  # train_eval: the last epoch's accuracy on its held-out split (--valid_size)
 
 
 def read_json(path):

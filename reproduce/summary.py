@@ -116,13 +116,14 @@ def trained_cells(parts, stages):
 
 
 def draw_cells(out, tables):
-    """Draw every trained genotype whose picture is missing or older than its genotype file;
-    returns the pictures that exist. Nothing is drawn without Graphviz or matplotlib."""
+    """Draw every trained genotype whose picture is missing or older than its genotype file, once
+    the stage that writes it is done (its summary.json, beside it); returns the pictures that
+    exist. Nothing is drawn without Graphviz or matplotlib."""
     out, drawn = Path(out), set()
     for c in (c for t in tables for r in t["rows"] for c in (r["ours"] or {}).get("cells", [])):
         picture, source = out / c["picture"], out / c["genotype"] if c["file"] else None
-        if source is not None and not source.exists():
-            continue  # its search has not finished
+        if source is not None and not (source.parent / "summary.json").exists():
+            continue  # its stage has not finished
         if not picture.exists() or (source is not None and source.stat().st_mtime > picture.stat().st_mtime):
             try:
                 if genotypes.draw(genotypes.load(source or c["genotype"]), picture, c["genotype"]) is None:

@@ -1,29 +1,35 @@
-"""DARTS-PD: PC-DARTS super-net and soft pruning, path-wise strict fairness, the evolution of
-paths with buckets, and the three stages end to end (DDP, resume of each stage, train.py)."""
+"""DARTS-PD: PC-DARTS super-net and soft pruning, path-wise strict fairness over whole passes, the
+frozen architecture weights of S', the evolution of paths with size buckets, and the three stages
+end to end (DDP, resume of each stage, train.py on every bucket's path)."""
+import collections
 import copy
+import itertools
 import json
 import re
+import types
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.genotypes import derive_darts
+from common.genotypes import Cell, Genotype, derive_darts, save
 from common.network import build_network
 from common.utils import MetricsLog, count_madds, count_params, load_checkpoint
 from conftest import SMALL, run
 from darts_pd import train as train_script
 from darts_pd import train_search as ts
-from darts_pd.model_search import (NUM_EDGES, PRIMITIVES, Evolution, PartialMixedOp, PathCost, PathGroups,
-                                   PrunedNetwork, SearchNetwork, edge_weights, generation, path_genotype, prune,
-                                   pruned_edges, random_pruned)
+from darts_pd.model_search import (NUM_EDGES, PRIMITIVES, Evolution, FairSchedule, PartialMixedOp, PathCost,
+                                   PathGroups, PrunedNetwork, SearchNetwork, edge_weights, generation, path_genotype,
+                                   prune, pruned_edges, pruned_genotype, random_pruned)
 
-# Three stages in seconds: 3 cells of 4 channels on 16x16 images; 2 epochs of 2 steps in stages 1
-# and 2 (alpha trained in epoch 2); 2 generations of 6 paths, costed on a 3-cell evaluation network.
+# Three stages in seconds: 3 cells of 4 channels on 16x16 images; stage 1: 2 epochs of 2 steps (alpha
+# trained in epoch 2); stage 2: 2 epochs of 2 steps (a sliver of a pass); stage 3: 2 generations of 6
+# paths, costed on a 3-cell evaluation network, in buckets of 0.0005 M parameters.
 TINY = [*SMALL, "--subset", "64", "--layers", "3", "--init_channels", "4", "--batch_size", "16", "--epochs", "2",
-        "--begin", "1", "--population", "6", "--parents", "2", "--mutations", "3", "--crossovers", "3",
-        "--bn_batches", "1", "--eval_layers", "3", "--eval_init_channels", "4", "--buckets", "0", "0.0077", "inf"]
+        "--begin", "1", "--fair_batch_size", "16", "--fair_epochs", "2", "--no-whole_passes", "--generations", "2",
+        "--population", "6", "--parents", "2", "--mutations", "3", "--crossovers", "3", "--bn_batches", "1",
+        "--eval_layers", "3", "--eval_init_channels", "4", "--bucket_width", "0.0005"]
 
 
 # ---------------------------------------------------------------- stage 1: PC-DARTS
@@ -75,17 +81,49 @@ def test_search_network_shapes_and_arch_parameters():
     assert sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in [*net.stem0, *net.stem1]) == 3
 
 
-def test_stage1_step_trains_weights_then_alpha_after_begin():
+def test_stage1_step_trains_w_on_d_train_then_alpha_on_d_val_after_begin():
+    """Alg. 1 step 1: w descends grad_w L_train on the training batch, then (after `begin`
+    epochs) alpha and beta descend grad_alpha L_val on the validation batch, at the updated w."""
     torch.manual_seed(0)
-    searcher = ts.Searcher(ts.parse_args([*TINY, "--begin", "1"]), 10, torch.device("cpu"))
-    batch = (torch.randn(4, 3, 16, 16), torch.randint(10, (4,)))
-    arch0, w0 = [p.detach().clone() for p in searcher.arch], [p.detach().clone() for p in searcher.weights]
-    searcher.start_epoch(0)
-    assert "valid_loss" not in searcher.step(batch, batch)  # epoch 0 < begin: alpha and beta frozen
-    assert all(torch.equal(a, p) for a, p in zip(arch0, searcher.arch))
-    assert not all(torch.equal(w, p) for w, p in zip(w0, searcher.weights))
-    searcher.start_epoch(1)
-    assert "valid_loss" in searcher.step(batch, batch)
+    args = ts.parse_args([*TINY, "--begin", "1", "--grad_clip", "0"])
+    searcher = ts.Searcher(args, 10, torch.device("cpu"))
+    net = searcher.net
+    names = {"w": [n for n, _ in net.named_parameters() if not n.startswith(("alpha", "beta"))],
+             "alpha": [n for n, _ in net.named_parameters() if n.startswith(("alpha", "beta"))]}
+    train = (torch.randn(4, 3, 16, 16), torch.randint(10, (4,)))
+    valid = (torch.randn(4, 3, 16, 16) + 1, torch.randint(10, (4,)))
+
+    def state():
+        return {n: t.detach().clone() for n, t in net.state_dict().items()}
+
+    def grads(at, batch, which):
+        """The gradient of the loss on `batch` w.r.t. `which`, with the network in state `at`."""
+        at = {n: t.clone().requires_grad_(n in names[which]) for n, t in at.items()}
+        loss = F.cross_entropy(torch.func.functional_call(net, at, (batch[0],)), batch[1])
+        return torch.autograd.grad(loss, [at[n] for n in names[which]])
+
+    seen = {}
+    for which, opt in (("w", searcher.w_opt), ("alpha", searcher.a_opt)):
+        def recording_step(*a, _which=which, _step=opt.step, _params=opt.param_groups[0]["params"], **kw):
+            seen[_which] = ([p.grad.clone() for p in _params], state())  # the gradient, and the state it is taken at
+            return _step(*a, **kw)
+        opt.step = recording_step
+
+    arch0 = [p.detach().clone() for p in searcher.arch]
+    net.train()
+    for epoch in (0, 1):
+        before = state()
+        searcher.start_epoch(epoch)
+        out = searcher.step(train, valid)
+        assert all(torch.allclose(g, e, atol=1e-6)  # grad_w L_train(w, alpha) on D_train
+                   for g, e in zip(seen["w"][0], grads(before, train, "w")))
+        if epoch == 0:  # epoch 0 < begin: alpha and beta frozen
+            assert "valid_loss" not in out and "alpha" not in seen
+            assert all(torch.equal(a, p) for a, p in zip(arch0, searcher.arch))
+    grad_alpha, at = seen["alpha"]
+    assert "valid_loss" in out and not all(torch.equal(at[n], before[n]) for n in names["w"])  # w stepped first
+    assert all(torch.allclose(g, e, atol=1e-6)  # grad_alpha L_val(w', alpha) on D_val
+               for g, e in zip(grad_alpha, grads(at, valid, "alpha")))
     assert all(not torch.equal(a, p) for a, p in zip(arch0, searcher.arch))
     assert searcher.genotype() == searcher.net.pruned(1) and searcher.pruned() == searcher.net.pruned(2)
 
@@ -111,6 +149,25 @@ def test_soft_pruning_keeps_two_edges_per_node_and_top_k_ops():
     assert prune(alpha, beta, 1) == derive_darts(W.tolist(), [PRIMITIVES] * NUM_EDGES)
 
 
+def test_s_prime_keeps_the_frozen_weights_of_its_ops():
+    """The architecture weights S' keeps (Sec. 1: frozen, not dropped): on S' edge (node i, input j),
+    op o weighs softmax(alpha)[e, o] x softmax(beta over node i's inputs)[e], e the edge of S."""
+    torch.manual_seed(0)
+    a_n, b_n, a_r, b_r = (torch.randn(shape) for _ in range(2) for shape in ((NUM_EDGES, 8), (NUM_EDGES,)))
+    g = pruned_genotype(a_n, b_n, a_r, b_r, 2)
+    assert (g.normal, g.reduce) == (prune(a_n, b_n, 2), prune(a_r, b_r, 2))
+    expected = []
+    for alpha, beta, cell in ((a_n, b_n, g.normal), (a_r, b_r, g.reduce)):
+        for i, node in enumerate(cell.nodes):
+            first = [0, 2, 5, 9][i]  # node i's first incoming edge in S
+            for j in dict.fromkeys(j for _, j in node):
+                e = first + j
+                expected.append([(torch.softmax(alpha[e], 0)[PRIMITIVES.index(op)]
+                                  * torch.softmax(beta[first:first + 2 + i], 0)[j]).item()
+                                 for op, jj in node if jj == j])
+    assert torch.allclose(torch.tensor(g.meta["arch_weights"]), torch.tensor(expected))
+
+
 # ---------------------------------------------------------------- stage 2: S', paths, fairness
 
 @pytest.mark.parametrize("num_edges,k", [(5, 2), (4, 3)])
@@ -127,6 +184,7 @@ def test_path_groups_are_strictly_fair_and_cover_every_path_once_per_pass(num_ed
                 assert sorted(p[e] for p in group) == list(range(k))
             paths += group
         assert len(paths) == len(set(paths)) == k ** num_edges  # Eq. (4): each path once per pass
+        assert groups.state_dict() == {"passes": len(passes) + 1, "index": 0}  # a whole pass is counted at once
         passes.append(paths)
     assert passes[0] != passes[1]  # reshuffled after a full pass
     resumed = PathGroups(num_edges, k, seed=0)
@@ -134,10 +192,50 @@ def test_path_groups_are_strictly_fair_and_cover_every_path_once_per_pass(num_ed
     assert [p for g in (next(resumed), next(resumed)) for p in g] == passes[1][3 * k:5 * k]
 
 
+class _Batches:
+    """A stand-in for a training loader: `n` batches an epoch, each the same tiny batch."""
+
+    def __init__(self, n):
+        self.n, self.sampler = n, types.SimpleNamespace(set_epoch=lambda epoch: None)
+        self.batch = (torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.long))
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        return itertools.repeat(self.batch, self.n)
+
+
+def test_a_default_shaped_stage_2_trains_every_path_equally_often():
+    """Eq. (4) at the end of stage 2 with the CIFAR defaults: 600 epochs of 98 batches (25,000
+    images, batch 256) would be 58,800 groups = 1.79 passes over the 2^15 groups of S' (16 edges,
+    k = 2); the schedule runs 2 whole passes (669 epochs, the last of 72 steps) and every one of
+    the 2^16 paths is trained exactly twice. The epochs are FairTrainer's own, its steps counted."""
+    args = ts.parse_args([*TINY, "--pruned", "random", "--whole_passes", "--fair_epochs", "600"])
+    trainer = ts.FairTrainer(args, 10, torch.device("cpu"), steps_per_epoch=98)
+    schedule = trainer.schedule
+    assert (schedule.passes, schedule.total_steps, schedule.epochs, schedule.steps(668)) == (2, 65536, 669, 72)
+    assert trainer.scheduler.T_max == 669  # the cosine schedule spans the epochs actually run
+    times = collections.Counter()
+    trainer.step = lambda batch: times.update(next(trainer.groups)) or {}
+    for epoch in range(schedule.epochs):
+        trainer.train_epoch(_Batches(98), epoch)
+    assert len(times) == 2 ** 16 and set(times.values()) == {2}
+    assert trainer.groups.state_dict() == {"passes": 2, "index": 0}
+    # ImageNet, D_train = all but PC-DARTS' 2.5% (about 1.25M images, 610 batches of 2048): 4.65 passes -> 5;
+    # on PC-DARTS' 10% subset (63 batches): 0.48 passes -> 1, never 0; --no-whole_passes: as given
+    assert (FairSchedule(610, 250, 2 ** 15).passes, FairSchedule(610, 250, 2 ** 15).epochs) == (5, 269)
+    assert (FairSchedule(63, 250, 2 ** 15).passes, FairSchedule(63, 250, 2 ** 15).epochs) == (1, 521)
+    assert FairSchedule(98, 600, 2 ** 15, whole_passes=False).passes is None
+    assert FairSchedule(64, 1024, 2 ** 15, whole_passes=False).passes == 2
+
+
 def _eval_state_of_path(pruned_net, path):
     """The weights of the path of S' under the names of common.network's evaluation network."""
     out = {}
     for name, t in pruned_net.state_dict().items():
+        if name == "arch_weights":
+            continue
         m = re.match(r"cells\.(\d+)\.ops\.(\d+)\.(\d+)\.(\d+)\.(.*)", name)
         if m is None:
             out[name.replace("stem0.", "stem.")] = t
@@ -151,17 +249,34 @@ def _eval_state_of_path(pruned_net, path):
 
 
 def test_a_path_of_s_prime_is_its_evaluation_network_and_its_cost_is_exact():
+    """Without the architecture weights, a path of S' is the network train.py trains, module for
+    module; with them (frozen, the default), the same network with each op's output scaled by the
+    frozen weight of that op. PathCost is exactly count_params / count_madds of that network."""
     torch.manual_seed(0)
     pruned = random_pruned(2, seed=0)
-    net = PrunedNetwork(pruned, 4, 10, 5).eval()
+    nets = {frozen: PrunedNetwork(pruned, 4, 10, 5, frozen=frozen).eval() for frozen in (False, True)}
+    nets[True].load_state_dict({**nets[False].state_dict(), "arch_weights": nets[True].arch_weights})
+    weights = pruned.meta["arch_weights"]
     x = torch.randn(2, 3, 16, 16)
     g = torch.Generator().manual_seed(0)
     cost = PathCost(pruned, "cifar10", 4, 5, 10, 16)
     for _ in range(3):
         path = tuple(torch.randint(2, (16,), generator=g).tolist())
         ref = build_network(path_genotype(pruned, path), "cifar10", 4, 5, 10).eval()
-        ref.load_state_dict(_eval_state_of_path(net, path))
-        assert torch.allclose(net(x, path), ref(x)[0], atol=1e-6)
+        ref.load_state_dict(_eval_state_of_path(nets[False], path))
+        assert torch.allclose(nets[False](x, path), ref(x)[0], atol=1e-6)
+        hooks = []
+        for cell, reduction in zip(ref.cells, nets[True].reductions):
+            first = nets[True].num_normal if reduction else 0
+            for node, ops in enumerate(cell.ops):
+                for pair, op in enumerate(ops):
+                    e = first + 2 * node + pair
+                    w = weights[e][path[e]]
+                    hooks.append(op.register_forward_hook(lambda m, i, out, w=w: w * out))
+        assert torch.allclose(nets[True](x, path), ref(x)[0], atol=1e-6)
+        assert not torch.allclose(nets[True](x, path), nets[False](x, path), atol=1e-3)
+        for h in hooks:
+            h.remove()
         params, madds = cost(path)
         assert params == pytest.approx(count_params(ref), abs=1e-9)
         assert madds == pytest.approx(count_madds(ref, (1, 3, 16, 16)), abs=1e-9)
@@ -169,8 +284,8 @@ def test_a_path_of_s_prime_is_its_evaluation_network_and_its_cost_is_exact():
 
 def test_fair_step_accumulates_the_k_paths_then_steps_once():
     torch.manual_seed(0)
-    args = ts.parse_args([*TINY, "--pruned", "random", "--grad_clip", "0", "--weight_decay", "0"])
-    trainer = ts.FairTrainer(args, 10, torch.device("cpu"))
+    args = ts.parse_args([*TINY, "--pruned", "random", "--grad_clip", "0", "--fair_weight_decay", "0"])
+    trainer = ts.FairTrainer(args, 10, torch.device("cpu"), steps_per_epoch=2)
     x, y = torch.randn(8, 3, 16, 16), torch.randint(10, (8,))
     group = next(copy.deepcopy(trainer.groups))  # the group the step will draw
     w0 = {n: p.detach().clone() for n, p in trainer.net.named_parameters()}
@@ -199,7 +314,7 @@ def test_fair_step_accumulates_the_k_paths_then_steps_once():
 
 # ---------------------------------------------------------------- stage 3: evolution
 
-def test_evolution_respects_buckets_never_repeats_and_finds_the_planted_optimum():
+def test_evolution_finds_the_planted_optimum_of_every_size_bucket_and_never_repeats_a_path():
     target = (1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0)  # 9 ones
     calls = []
 
@@ -207,20 +322,25 @@ def test_evolution_respects_buckets_never_repeats_and_finds_the_planted_optimum(
         calls.append(path)
         return float(sum(a == b for a, b in zip(path, target)))
 
-    # "parameters" = the number of ones; buckets [0, 6) and [6, 10); 10 ones or more is out of range
-    evo = Evolution(16, 2, lambda p: (float(sum(p)), 0.0), [0, 6, 10], seed=0)  # SPOS: 50, 10, 25, 25, 0.1
+    ones = lambda p: (float(sum(p)), 0.0)  # noqa: E731  "parameters" = the number of ones
+    evo = Evolution(16, 2, ones, 5.0, seed=0)  # buckets of 5: 0-4, 5-9, 10-14, 15-16 ones; SPOS' numbers
     for _ in range(20):
         generation(evo, fitness)
     assert len(calls) == len(set(calls)) == len(evo.fitness) == 1000  # no path evaluated twice
-    assert max(sum(p) for p in calls) < 10  # nothing outside the buckets is evaluated
+    buckets = evo.buckets()
+    assert all(int(sum(p)) // 5 == b for b, paths in buckets.items() for p in paths)
     best = evo.best()
-    assert best[0] == (1, target, 16.0)  # the optimum
-    assert best[1][0] == 0 and best[1][2] == 12.0 and sum(best[1][1]) == 5  # the best with at most 5 ones
+    assert best[1] == target  # the optimum, 9 ones
+    assert evo.fitness[best[0]] == 11.0 and sum(best[0]) == 4  # the best with at most 4 ones
+    assert evo.fitness[best[2]] == 15.0 and sum(best[2]) == 10  # the best with 10 to 14 ones
+    assert all(evo.fitness[best[b]] == max(evo.fitness[p] for p in paths) for b, paths in buckets.items())
+    kept = evo.kept()  # the parents: the 10 best of every bucket (SPOS keeps 10 of one)
+    assert all([p for p in kept if evo.bucket(p) == b] == paths[:10] for b, paths in buckets.items())
     state = evo.state_dict()
-    again = Evolution(16, 2, lambda p: (float(sum(p)), 0.0), [0, 6, 10], seed=5)
+    again = Evolution(16, 2, ones, 5.0, seed=5)
     again.load_state_dict(state)
     assert again.propose() == evo.propose()  # the checkpoint continues the same evolution
-    small = Evolution(3, 2, lambda p: (0.0, 0.0), [0, 1], seed=0)
+    small = Evolution(3, 2, lambda p: (0.0, 0.0), 1.0, seed=0)
     assert len(generation(small, fitness)) == 8 and generation(small, fitness) == {}  # space exhausted
 
 
@@ -253,7 +373,8 @@ def _stage_outputs(save):
             "supernet": load_checkpoint(save / "stage2" / "supernet.pt")["state_dict"],
             "metrics": [MetricsLog.read(save / f"stage{s}" / "metrics.jsonl") for s in (1, 2, 3)],
             "paths": (save / "stage3" / "paths.jsonl").read_text(),
-            "genotypes": json.loads((save / "genotypes.json").read_text())}
+            "buckets": json.loads((save / "buckets.json").read_text()),
+            "bucket_files": {f.name: f.read_text() for f in (save / "buckets").iterdir()}}
 
 
 def test_three_stages_write_their_outputs(reference):
@@ -262,35 +383,48 @@ def test_three_stages_write_their_outputs(reference):
     assert {"genotype.json", "pruned.json", "checkpoint.pt"} <= {p.name for p in (save / "stage1").iterdir()}
     edges = pruned_edges(stages[1].pruned())
     assert len(edges) == 16 and all(len(ops) == 2 and "none" not in ops for _, _, ops in edges)
+    assert out["pruned"]["arch_weights"] == stages[1].pruned().meta["arch_weights"]  # S' keeps them, frozen
+    assert torch.equal(stages[2].net.arch_weights, torch.tensor(out["pruned"]["arch_weights"]))
     assert [len(m) for m in out["metrics"]] == [2, 2, 2]
     assert "valid_loss" not in out["metrics"][0][0] and "valid_top1" in out["metrics"][0][1]
     assert out["metrics"][0][1]["pruned"] == str(stages[1].pruned())
     assert out["metrics"][2][-1]["evaluated"] == 12
-    entries = out["genotypes"]["genotypes"]
-    tops = [e["valid_top1"] for e in entries]
-    assert tops == sorted(tops, reverse=True) and len({tuple(e["bucket_M"]) for e in entries}) == len(entries) == 2
-    for e in entries:  # the best path of its bucket, costed as train.py builds it
+    summary = json.loads((save / "stage2" / "summary.json").read_text())
+    assert (summary["steps"], summary["passes"]) == (4, None)  # --no-whole_passes: 4 groups of 2^15
+    paths = [json.loads(line) for line in out["paths"].splitlines()]
+    index, entries = out["buckets"], out["buckets"]["entries"]
+    assert index["evaluated"] == len(paths) == 12 and len(entries) >= 2
+    assert [e["name"] for e in entries] == sorted({p["bucket"] for p in paths}, key=lambda n: float(n.split("-")[0]))
+    for e in entries:  # every size bucket: its best path, costed as train.py builds it, in its own file
         lo, hi = e["bucket_M"]
-        assert lo <= e["params_M"] < (hi or float("inf"))
-        assert e["valid_top1"] == max(json.loads(line)["top1"] for line in out["paths"].splitlines()
-                                      if lo <= json.loads(line)["params_M"] < (hi or float("inf")))
+        assert lo <= e["params_M"] < hi and e["name"] == f"{lo:g}-{hi:g}M" and hi - lo == pytest.approx(0.0005)
+        assert e["valid_top1"] == max(p["valid_top1"] for p in paths if p["bucket"] == e["name"])
+        g = json.loads((save / e["file"]).read_text())
+        assert g["text"] == e["text"] == str(path_genotype(stages[3].pruned, e["choices"]))
+        assert (g["params_M"], g["mult_adds_M"], g["valid_top1"]) == (e["params_M"], e["mult_adds_M"], e["valid_top1"])
     best = json.loads((save / "genotype.json").read_text())
-    assert best["normal"] == entries[0]["normal"] and best["reduce"] == entries[0]["reduce"]
+    top = max(e["valid_top1"] for e in entries)
+    assert best["valid_top1"] == top and index["best"] == best["bucket"]
+    assert best["text"] == next(e["text"] for e in entries if e["name"] == best["bucket"])
+    # every stage folder is a run folder; RUN/summary.json, the run's done-marker, names the best genotype
+    assert all((save / f"stage{s}" / "args.json").is_file() for s in (1, 2, 3))
+    assert json.loads((save / "summary.json").read_text())["genotype"] == best["text"]
 
 
-def test_train_py_trains_any_entry_of_genotypes_json(reference, tmp_path):
+def test_train_py_trains_a_bucket_entry_by_its_file(reference, tmp_path):
     save, _ = reference
-    entry = json.loads((save / "genotypes.json").read_text())["genotypes"][1]
-    model = train_script.main([*SMALL, "--arch", str(save / "genotypes.json"), "--index", "1", "--subset", "32",
-                               "--epochs", "1", "--layers", "3", "--init_channels", "4", "--batch_size", "16",
+    entry = json.loads((save / "buckets.json").read_text())["entries"][1]
+    model = train_script.main([*SMALL, "--arch", str(save / entry["file"]), "--subset", "32", "--epochs", "1",
+                               "--layers", "3", "--init_channels", "4", "--batch_size", "16",
                                "--save", str(tmp_path / "eval")])
     assert count_params(model) == pytest.approx(entry["params_M"], abs=1e-6)  # the bucket's network, as costed
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["genotype"] == entry["text"]
+    assert summary["genotype"] == entry["text"] and summary["mult_adds_M"] == pytest.approx(entry["mult_adds_M"], 1e-3)
     args = train_script.parse_args(["--arch", "x"])
     assert (args.drop_path_prob, args.layers, args.init_channels, args.batch_size) == (0.3, 20, 36, 96)
     args = train_script.parse_args(["--arch", "x", "--dataset", "imagenet"])
-    assert (args.batch_size, args.learning_rate, args.lr_scheduler, args.label_smooth) == (1024, 0.5, "linear", 0.1)
+    assert (args.batch_size, args.learning_rate, args.lr_scheduler, args.linear_tail, args.label_smooth) == \
+        (1024, 0.5, "linear", 5, 0.1)
 
 
 def test_each_stage_resumes_exactly_after_a_kill(reference, tmp_path, monkeypatch):
@@ -316,30 +450,74 @@ def test_each_stage_resumes_exactly_after_a_kill(reference, tmp_path, monkeypatc
     ref, out = _stage_outputs(ref_save), _stage_outputs(save)
     assert all(torch.equal(ref["alpha"][n], out["alpha"][n]) for n in ref["alpha"])
     assert all(torch.equal(ref["supernet"][n], out["supernet"][n]) for n in ref["supernet"])
-    for name in ("pruned", "metrics", "paths", "genotypes"):
+    for name in ("pruned", "metrics", "paths", "buckets", "bucket_files"):
         assert ref[name] == out[name], name
+
+
+def test_stage_2_runs_whole_passes_so_every_path_is_trained_equally_often(tmp_path, monkeypatch, capsys):
+    """Stage 2 end to end on an S' of one node per cell (4 edges: 2^3 = 8 groups of 2 paths): the
+    paper-shaped 2 epochs x 3 batches = 6 steps are 0.75 of a pass; it runs one whole pass (8 steps,
+    3 epochs, the last cut to 2 steps), and each of the 16 paths is trained once (Eq. 4)."""
+    normal = Cell(((("sep_conv_3x3", 0), ("skip_connect", 0), ("max_pool_3x3", 1), ("dil_conv_3x3", 1)),), (2,))
+    reduce = Cell(((("max_pool_3x3", 0), ("sep_conv_3x3", 0), ("avg_pool_3x3", 1), ("skip_connect", 1)),), (2,))
+    save(tmp_path / "s.json", Genotype(normal, reduce), arch_weights=[[0.5, 0.25], [0.125, 1.0]] * 2)
+    drawn, draw = [], PathGroups.__next__
+    monkeypatch.setattr(PathGroups, "__next__", lambda self: drawn.append(draw(self)) or drawn[-1])
+    argv = [*TINY, "--subset", "96", "--whole_passes", "--stage", "2", "--pruned", str(tmp_path / "s.json"),
+            "--save", str(tmp_path / "run")]
+    trainer = ts.main(argv)[2]
+    assert len(trainer.groups) == 8 and trainer.groups.state_dict() == {"passes": 1, "index": 0}
+    times = collections.Counter(p for group in drawn for p in group)
+    assert len(times) == 16 and set(times.values()) == {1}
+    assert [round(r["passes"], 3) for r in MetricsLog.read(tmp_path / "run" / "stage2" / "metrics.jsonl")] == \
+        [0.375, 0.75, 1.0]
+    summary = json.loads((tmp_path / "run" / "stage2" / "summary.json").read_text())
+    assert (summary["epochs"], summary["steps"], summary["passes"]) == (3, 8, 1)
+    capsys.readouterr()
+    (tmp_path / "run" / "stage2" / "summary.json").unlink()  # killed before its done-marker
+    with pytest.raises(SystemExit) as e:  # resumed with other batches: another schedule, refused
+        ts.main(argv + ["--resume", "--fair_batch_size", "8"])
+    assert e.value.code == 2 and "fair_batch_size" in capsys.readouterr().err
+
+
+def test_stage_2_trains_on_every_training_image_outside_d_val(tmp_path):
+    from PIL import Image
+    for c in ("cat", "dog"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (20, 20), (i * 30, 0, 0)).save(tmp_path / "train" / c / f"{i}.png")
+    argv = ["--dataset", "imagefolder", "--data", str(tmp_path), "--pipeline", "imagenet", "--image_size", "32",
+            "--workers", "0", "--imagenet_fractions", "0.25", "0.25", "--fair_batch_size", "4", "--device", "cpu"]
+    args = ts.parse_args(argv)  # default --fair_data rest
+    d_val = set(ts.fitness_loader(args).dataset.indices)
+    d_train = ts.fair_loader(args, cutout=False).dataset.indices
+    assert len(d_val) == 4 and sorted(d_train) == sorted(set(range(16)) - d_val)
+    search = ts.fair_loader(ts.parse_args(argv + ["--fair_data", "search"]), cutout=False).dataset.indices
+    assert len(search) == 4 and set(search) < set(d_train)  # stage 1's D_train: 25% of each class
 
 
 def test_stage_alone_and_bad_input_is_one_clear_line(reference, tmp_path, capsys):
     save, stages = reference
+    bare = tmp_path / "bare.json"  # S' without the weights of its ops
+    bare.write_text(json.dumps({k: v for k, v in json.loads((save / "stage1" / "pruned.json").read_text()).items()
+                                if k != "arch_weights"}))
     for argv, message in (([*TINY, "--k", "8"], "--k 8"), ([*TINY, "--K", "3"], "--K 3"),
                           ([*TINY, "--stage", "2", "--save", str(tmp_path / "empty")], "run stage 1 first"),
-                          ([*TINY, "--buckets", "1", "1"], "strictly increasing")):
+                          ([*TINY, "--bucket_width", "0"], "positive"), ([*TINY, "--fair_epochs", "0"], "at least 1"),
+                          ([*TINY, "--stage", "2", "--pruned", str(bare), "--save", str(tmp_path / "b")],
+                           "--no-frozen_alpha")):
         with pytest.raises(SystemExit) as e:
             ts.main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        train_script.parse_args(["--arch", str(save / "genotypes.json"), "--index", "7"])
-    assert "entries 0..1" in capsys.readouterr().err
     # stage 3 alone on the run's trained S', scoring paths on the test set (Alg. 1)
     alone = tmp_path / "alone"
     for stage in ("stage1", "stage2"):
         (alone / stage).mkdir(parents=True)
         for f in (save / stage).iterdir():
             (alone / stage / f.name).write_bytes(f.read_bytes())
-    ts.main([*TINY, "--stage", "3", "--save", str(alone), "--fitness_data", "test", "--epochs", "1",
-             "--population", "1", "--batch_size", "500"])
-    assert json.loads((alone / "genotypes.json").read_text())["genotypes"][0]["test_top1"] >= 0
+    ts.main([*TINY, "--stage", "3", "--save", str(alone), "--fitness_data", "test", "--generations", "1",
+             "--population", "1", "--fair_batch_size", "500"])
+    assert json.loads((alone / "buckets.json").read_text())["entries"][0]["test_top1"] >= 0
     search = stages[3]  # BatchNorm is re-estimated for each path: its fitness does not depend on the one before
     p1, p2 = list(search.evolution.fitness)[:2]
     assert search.fitness(p2) == search.evolution.fitness[p2] and search.fitness(p1) == search.evolution.fitness[p1]
@@ -347,8 +525,8 @@ def test_stage_alone_and_bad_input_is_one_clear_line(reference, tmp_path, capsys
 
 def test_torchrun_ranks_hold_the_same_alpha_paths_and_weights(tmp_path):
     run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
-         "tests/_darts_pd_ddp.py", tmp_path, *TINY, "--epochs", "1", "--begin", "0", "--arch_learning_rate", "0.05",
-         "--population", "2", "--save", tmp_path / "run"], timeout=300)
+         "tests/_darts_pd_ddp.py", tmp_path, *TINY, "--epochs", "1", "--fair_epochs", "1", "--generations", "1",
+         "--begin", "0", "--arch_learning_rate", "0.05", "--population", "2", "--save", tmp_path / "run"], timeout=300)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["arch"].keys() == r1["arch"].keys() and all(torch.equal(r0["arch"][n], r1["arch"][n]) for n in r0["arch"])
     assert all(t.abs().max() > 2e-2 for t in r0["arch"].values())  # trained: 1e-3 * N(0, 1) at the start
@@ -359,6 +537,9 @@ def test_torchrun_ranks_hold_the_same_alpha_paths_and_weights(tmp_path):
 
 def test_command_line_as_typed(tmp_path):
     save = tmp_path / "run"
-    run(["darts_pd/train_search.py", *TINY, "--save", save, "--epochs", "1", "--population", "2"])
-    entries = json.loads((save / "genotypes.json").read_text())["genotypes"]
+    proc = run(["darts_pd/train_search.py", *TINY, "--save", save, "--epochs", "1", "--fair_epochs", "1",
+                "--generations", "1", "--population", "2"])
+    assert "alpha and beta never train (--begin 1 >= --epochs 1)" in proc.stdout  # said, not silent
+    entries = json.loads((save / "buckets.json").read_text())["entries"]
     assert (save / "genotype.json").exists() and (save / "stage1" / "pruned.json").exists() and entries
+    assert all((save / e["file"]).exists() for e in entries)

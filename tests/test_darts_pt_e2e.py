@@ -1,10 +1,14 @@
 """DARTS-PT end to end on the synthetic data: the search as a user types it, the perturbation-based
 selection on its run folder, training the result; the blank super-net on NAS-Bench-201 with a
-projection killed and resumed."""
+projection killed and resumed; second-order DARTS with snapshots and a selection from one; SGAS+PT;
+the NAS-Bench-201 benchmark's accuracies."""
 import json
+import sys
+import types
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from common.genotypes import load
 from common.utils import MetricsLog
@@ -28,6 +32,8 @@ def test_search_run_folder(darts_run):
     assert {"log.txt", "args.json", "metrics.jsonl", "checkpoint.pt", "genotype.json"} <= {p.name for p in search.iterdir()}
     record = MetricsLog.read(search / "metrics.jsonl")[-1]
     assert {"arch_loss", "train_loss", "valid_top1", "alphas"} <= set(record)
+    w = record["alphas"]["normal"]  # Fig. 3 on S2 (skip_connect, sep_conv_3x3): the skip-conv gap
+    assert record["mean_skip_minus_conv"]["normal"] == pytest.approx(sum(a - b for a, b in w) / 14)
     assert load(str(search / "genotype.json")).kind == "darts"
 
 
@@ -45,7 +51,10 @@ def test_selection_decides_every_edge_then_the_topology(darts_run):
         kept = {}
         for r in rounds[14:]:
             d = next(d for d in r["decisions"] if d["cell"] == ct)
-            assert len(d["kept"]) == 2 and len(d["steps"]) == d["node"] - 2
+            (step,) = d["steps"]  # the authors' rule: each input edge's removal measured once
+            assert len(step["scores"]) == d["node"] and d["rule"] == "top2"
+            assert d["kept"] == [e for i, e in enumerate(step["edges"])
+                                 if i in sorted(range(d["node"]), key=lambda i: (step["scores"][i], i))[:2]]
             kept[d["node"]] = d["kept"]
         assert sorted(kept) == [3, 4, 5]
         cell = genotype.normal if ct == "normal" else genotype.reduce
@@ -64,6 +73,8 @@ def test_selection_decides_every_edge_then_the_topology(darts_run):
     assert all(o is not None for ct in extra["decided"] for o in extra["decided"][ct])
     assert [sum(extra["removed"][ct]) for ct in ("normal", "reduce")] == [1 + 2 + 3] * 2
     assert load(str(out / "genotype.json")) == genotype
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["valid_top1"] == rounds[-1]["valid_top1_after_decision"] and summary["rounds"] == 17
 
 
 def test_train_the_selected_genotype(darts_run, tmp_path):
@@ -113,3 +124,84 @@ def test_projection_refuses_what_is_not_a_finished_search(tmp_path):
     with pytest.raises(SystemExit) as e:
         projection.main(["--search_dir", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_unrolled_search_keeps_snapshots_and_the_selection_starts_from_one(tmp_path):
+    """--save_epochs keeps the super-net after those epochs (Fig. 4, 8); projection.py --from_epoch selects
+    on it. With --unrolled the tuning between decisions takes the second-order step, which raised "not
+    used in the graph" once an edge was decided."""
+    search = tmp_path / "search"
+    train_search.main([*TINY, "--search_space", "nb201", "--nb201_cells", "1", "--unrolled", "--epochs", "2",
+                       "--save_epochs", "1", "2", "--save", str(search)])
+    first, last = (torch.load(search / f"checkpoint_epoch{e}.pt", weights_only=True) for e in (1, 2))
+    record = MetricsLog.read(search / "metrics.jsonl")[0]
+    assert first["epoch"] == 1 and torch.allclose(F.softmax(first["searcher"]["model"]["alphas.cell"], -1),
+                                                  torch.tensor(record["alphas"]["cell"]))
+    final = torch.load(search / "checkpoint.pt", weights_only=True)["searcher"]["model"]
+    assert all(torch.equal(v, final[k]) for k, v in last["searcher"]["model"].items() if torch.is_tensor(v))
+    genotype = projection.main(["--search_dir", str(search), "--from_epoch", "1", "--proj_intv", "1"])
+    out = search / "projection_pt_epoch1"
+    assert json.loads((out / "genotype.json").read_text())["from_epoch"] == 1
+    assert load(str(out / "genotype.json")) == genotype
+    tuning = MetricsLog.read(out / "metrics.jsonl")
+    assert len(tuning) == 5 and all("arch_loss" in m for m in tuning)  # alpha trained, second order
+    with pytest.raises(SystemExit) as e:
+        projection.main(["--search_dir", str(search), "--from_epoch", "3"])
+    assert e.value.code == 2 and not (search / "projection_pt_epoch3").exists()
+
+
+def test_sgas_search_decides_its_edges_by_its_criterion(tmp_path):
+    """SGAS (App. A.1.3; with --selection pt, SGAS+PT of Table 2): each epoch's decision takes the open
+    edge with the best Criterion-1 score, a node with two decided inputs loses the others, and the
+    search's genotype is exactly the decisions; projection.py refuses the run (nothing left to select)."""
+    search = tmp_path / "sgas"
+    genotype = train_search.main([*TINY, "--layers", "3", "--method", "sgas", "--selection", "mag",
+                                  "--warmup_dec_epoch", "0", "--decision_freq", "1", "--epochs", "8",
+                                  "--save", str(search)])
+    records = MetricsLog.read(search / "metrics.jsonl")
+    names = [f"{i}<-{j}" for i in range(2, 6) for j in range(i)]
+    for ct, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        open_edges, chosen = set(range(14)), {}
+        for r in records:  # a decision at the end of every epoch here
+            (d,) = [d for d in r["decisions"] if d["cell"] == ct]
+            assert d["edge"] == max(sorted(open_edges), key=lambda e: (d["edge_scores"][e], -e))
+            assert d["chosen"] == d["ops"][min(range(1, 8), key=lambda o: (-d["alpha"][o], o))]
+            chosen[d["name"]] = d["chosen"]
+            open_edges -= {d["edge"], *map(names.index, d["pruned"])}
+        assert not open_edges
+        assert {f"{n + 2}<-{j}": op for n, node in enumerate(cell.nodes) for op, j in node} == chosen
+    assert json.loads((search / "summary.json").read_text())["method"] == "darts_pt/sgas+mag"
+    with pytest.raises(SystemExit) as e:
+        projection.main(["--search_dir", str(search)])
+    assert e.value.code == 2
+
+
+def test_nb201_accuracies_come_from_the_benchmark_when_it_is_installed(tmp_path, monkeypatch):
+    """Fig. 4, 8 and Table 4: with the nas-bench-201 package and file, the search records every epoch the
+    benchmark's accuracies of its magnitude-selected cell (DARTS' curve), the selection those of its cell;
+    without them (Table 4's other way) train.py trains the cell with NAS-Bench-201's protocol."""
+    class API:
+        def __init__(self, path, verbose):
+            pass
+
+        def query_index_by_arch(self, arch):
+            return sum(map(ord, arch))
+
+        def get_more_info(self, index, dataset, is_random, hp):
+            return {"test-accuracy": index % 97 + len(dataset)}
+
+    def accuracy(arch):
+        return {ds: sum(map(ord, arch)) % 97 + len(ds) for ds in ("cifar10", "cifar100", "ImageNet16-120")}
+
+    monkeypatch.setitem(sys.modules, "nas_201_api", types.SimpleNamespace(NASBench201API=API))
+    (tmp_path / "nb201.pth").write_bytes(b"")
+    search = tmp_path / "search"
+    train_search.main([*TINY, "--search_space", "nb201", "--nb201_cells", "1", "--epochs", "2",
+                       "--nb201_benchmark", str(tmp_path / "nb201.pth"), "--save", str(search)])
+    records = MetricsLog.read(search / "metrics.jsonl")
+    assert [r["nb201_test_accuracy"] for r in records] == [accuracy(r["genotype"]) for r in records]
+    genotype = projection.main(["--search_dir", str(search), "--proj_intv", "0"])
+    assert json.loads((search / "projection_pt" / "genotype.json").read_text())["nb201_test_accuracy"] == \
+        accuracy(str(genotype))
+    train.main(["--arch", str(search / "projection_pt" / "genotype.json"), *TINY, "--save", str(tmp_path / "eval")])
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["genotype"] == str(genotype)

@@ -76,17 +76,66 @@ def test_loader_order_depends_on_epoch_only():
     assert first_labels(3) != first_labels(4)
 
 
+def test_test_loader_counts_every_image_once_across_ranks(monkeypatch):
+    """10 test images on 3 ranks: 4 + 3 + 3, not 4 + 4 + 4 with two images counted twice."""
+    from torch.utils.data import TensorDataset
+    ds = TensorDataset(torch.arange(10))
+    seen = []
+    for r in range(3):
+        monkeypatch.setattr(data, "world_size", lambda: 3)
+        monkeypatch.setattr(data, "rank", lambda r=r: r)
+        seen += [i for (x,) in data.make_loader(ds, 6, False, 0) for i in x.tolist()]
+    assert sorted(seen) == list(range(10))
+    assert len(data.make_loader(ds, 3, True, 0).sampler) == 4  # training: equal shards, so DDP steps pair up
+
+
 def test_cutout_and_transforms():
     img = torch.ones(3, 32, 32)
     torch.manual_seed(0)
     out = data.Cutout(16)(img)
     assert 0 < (out == 0).sum() <= 3 * 16 * 16 and img.min() == 1
-    tf = data.transforms("cifar10", train=True, cutout_length=16)
+    cifar, imagenet = argparse.Namespace(dataset="cifar10"), argparse.Namespace(dataset="imagenet")
+    tf = data.transforms(cifar, train=True, cutout_length=16)
     assert tf(torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)).shape == (3, 32, 32)
-    names = [type(t).__name__ for t in data.transforms("imagenet", train=True).transforms]
+    names = [type(t).__name__ for t in data.transforms(imagenet, train=True).transforms]
     assert names[:4] == ["ToImage", "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter"]
-    names = [type(t).__name__ for t in data.transforms("imagenet", train=False).transforms]
+    names = [type(t).__name__ for t in data.transforms(imagenet, train=False).transforms]
     assert names[1:3] == ["Resize", "CenterCrop"]
+
+
+def test_cutout_zeroes_the_normalised_image():
+    """DARTS cuts out after normalising: the square is exactly 0, not the normalised value of black."""
+    torch.manual_seed(0)
+    tf = data.transforms(argparse.Namespace(dataset="cifar10"), train=True, cutout_length=16)
+    out = tf(torch.full((3, 32, 32), 128, dtype=torch.uint8))
+    zero = (out == 0).all(0)
+    assert zero.sum() >= 8 * 8  # at least the quarter of the square that stays inside the image
+    assert not (out == 0).any(0)[~zero].any() and (out[:, ~zero] != 0).all()
+
+
+def _transform(loader):
+    ds = loader.dataset
+    while not hasattr(ds, "transform"):
+        ds = ds.dataset
+    return [type(t).__name__ for t in ds.transform.transforms]
+
+
+def test_imagenet_search_has_no_colour_jitter(tmp_path):
+    """PC-DARTS searches on ImageNet with random resized crops and flips only; the colour jitter is
+    the evaluation network's training augmentation."""
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (20, 20)).save(tmp_path / split / c / f"{i}.png")
+    a = _args(dataset="imagefolder", data=str(tmp_path), imagenet_fractions=(0.5, 0.5), pipeline="imagenet",
+              image_size=32)
+    weights, arch, _ = data.search_loaders(a)
+    assert _transform(weights) == _transform(arch) == \
+        ["ToImage", "RandomResizedCrop", "RandomHorizontalFlip", "ToDtype", "Normalize"]
+    a.cutout = False
+    assert "ColorJitter" in _transform(data.eval_loaders(a)[0])
 
 
 def test_class_fraction_split():

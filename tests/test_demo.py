@@ -249,6 +249,11 @@ def test_the_summary_shows_every_trained_cell_as_a_picture(tmp_path, monkeypatch
         assert f"]({picture})" in next(line for line in table.split("\n") if line.startswith(f"| {row}"))
         assert f"![{row}" in table and f"({picture})\n" in table
     assert table.count("![") == len(pictures) and "40.00 ± 0.00 (2)" in table and "40.00 (1)" in table
+    (tmp_path / "msg_das/demo/s1/summary.json").unlink()  # a search that has not finished is not drawn
+    (tmp_path / "cells/msg_das/demo/s1/genotype.png").unlink()
+    assert summary.main([str(tmp_path)]) == 0
+    assert not (tmp_path / "cells/msg_das/demo/s1/genotype.png").exists()
+    assert "](msg_das/demo/s1/genotype.json)" in (tmp_path / "summary.md").read_text()
 
 
 def test_without_a_drawing_tool_the_summary_links_the_genotypes_and_says_what_to_install(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import torch
 from common import genotypes as G
 from common.genotypes import Cell, Genotype, GenotypeError
 from common.network import build_network
-from common.utils import count_madds, count_params
+from common.utils import count_madds, count_madds_thop, count_params
 from conftest import run
 
 DARTS_V2 = G.load("DARTS_V2")
@@ -96,30 +96,52 @@ def test_derive_darts_rule():
     w[3] = torch.tensor([5.0, 0.1, 0.1])
     w[4] = torch.tensor([0.0, 0.1, 0.7])
     cell = G.derive_darts(w, [ops] * 14)
-    assert cell.nodes[0] == (("skip_connect", 0), ("sep_conv_3x3", 1))
-    assert cell.nodes[1] == (("skip_connect", 0), ("sep_conv_3x3", 2))
+    # strongest input first, as DARTS prints its genotypes (DARTS_V2's node 4: sep_conv from 1, then skip from 0)
+    assert cell.nodes[0] == (("sep_conv_3x3", 1), ("skip_connect", 0))
+    assert cell.nodes[1] == (("sep_conv_3x3", 2), ("skip_connect", 0))
     assert all(len(n) == 2 for n in cell.nodes) and cell.concat == (2, 3, 4, 5)
     # ties keep the lower index (DARTS' stable sort)
     tie = G.derive_darts(torch.ones(14, 3), [ops] * 14)
     assert tie.nodes[3] == (("skip_connect", 0), ("skip_connect", 1))
 
 
+def test_derive_darts_text_is_darts_text():
+    """Weights under which DARTS' own rule gives DARTS_V2 give DARTS_V2's published text, character for character."""
+    ops = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+           "dil_conv_3x3", "dil_conv_5x5")
+    cells = []
+    for cell in (DARTS_V2.normal, DARTS_V2.reduce):
+        w, e = torch.zeros(14, len(ops)), 0
+        for i, node in enumerate(cell.nodes):
+            for rank, (op, j) in enumerate(node):  # listed strongest first
+                w[e + j, ops.index(op)] = 0.9 - 0.1 * rank
+            e += 2 + i
+        cells.append(G.derive_darts(w, [ops] * 14))
+    assert str(Genotype(*cells)) == str(DARTS_V2)
+
+
 def test_published_counts_match_papers():
-    """DARTS (Liu et al., 2019, Tables 1 and 2): 3.3M params on CIFAR-10, 4.7M on ImageNet."""
+    """DARTS (Liu et al., 2019, Tables 1 and 2): 3.3M params on CIFAR-10, 4.7M on ImageNet. Mult-adds
+    on CIFAR-10 as DARTS-PD's Table 1 prints them: DARTS 528M, PC-DARTS 558M (convolutions and linear
+    layers). On ImageNet PC-DARTS prints 597M, thop's count (599.5M); DARTS' 574M matches no counter."""
+    assert abs(count_params(build_network(DARTS_V2, "imagenet", 48, 14, 1000, auxiliary=True)) - 4.7) / 4.7 < 0.02
     cifar = build_network(DARTS_V2, "cifar10", 36, 20, 10, auxiliary=True)
     assert abs(count_params(cifar) - 3.3) / 3.3 < 0.02  # auxiliary head excluded
-    imagenet = build_network(DARTS_V2, "imagenet", 48, 14, 1000, auxiliary=True)
-    assert abs(count_params(imagenet) - 4.7) / 4.7 < 0.02
-    # Mult-adds: convolutions and linear layers, one image. The paper prints 574M, a number no
-    # counter reproduces (quark0/darts#46); an independent conv+fc count there gave 523M.
-    madds = count_madds(imagenet, (1, 3, 224, 224))
-    assert abs(madds - 523) / 523 < 0.02
+    assert count_madds(cifar, (1, 3, 32, 32)) == pytest.approx(528, rel=0.003)
+    pc = build_network(G.load("PC_DARTS_cifar"), "cifar10", 36, 20, 10)
+    assert count_madds(pc, (1, 3, 32, 32)) == pytest.approx(558, rel=0.003)
+    pc = build_network(G.load("PC_DARTS_image"), "imagenet", 48, 14, 1000)
+    assert count_madds_thop(pc, (1, 3, 224, 224)) == pytest.approx(597, rel=0.005)
 
 
 def test_madds_counts_conv_by_hand():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.Flatten(),
                               torch.nn.Linear(8 * 4 * 4, 5))
     assert count_madds(net, (1, 3, 4, 4)) == pytest.approx((3 * 9 * 8 * 16 + 128 * 5) / 1e6)
+    head = torch.nn.Sequential(torch.nn.BatchNorm2d(8, affine=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 5))
+    # thop: 2 per BN input without affine parameters, ReLU 0, adaptive pooling (window 16 + 1) per output, fc
+    assert count_madds_thop(head, (1, 8, 4, 4)) == pytest.approx((2 * 128 + 17 * 8 + 8 * 5) / 1e6)
 
 
 def test_dot_export(tmp_path):
@@ -132,17 +154,19 @@ def test_dot_export(tmp_path):
     assert len(files) >= 2
 
 
-def test_cli_show(tmp_path):
-    out = run(["-m", "common.genotypes", "show", "DARTS_V2", "--dot", tmp_path / "g.dot"]).stdout
-    last = json.loads(out.strip().splitlines()[-1])
+def test_cli_show(tmp_path, capsys):
+    G.main(["show", "DARTS_V2", "--dot", str(tmp_path / "g.dot")])  # in-process: no interpreter start-ups
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert abs(last["params_M"] - 3.3) < 0.066 and last["layers"] == 20 and last["init_channels"] == 36
+    assert last["mult_adds_M"] == pytest.approx(528.36) and last["mult_adds_thop_M"] == pytest.approx(549.81)
     assert (tmp_path / "g.dot").read_text().startswith("digraph")
     bad = tmp_path / "bad.json"
     bad.write_text('{"normal": {"nodes": [[["warp_drive", 0], ["sep_conv_3x3", 1]]], "concat": [2]}, '
                    '"reduce": {"nodes": [[["max_pool_3x3", 0], ["max_pool_3x3", 1]]], "concat": [2]}}')
-    proc = run(["-m", "common.genotypes", "show", bad], check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().count("\n") == 0 and "unknown op 'warp_drive'" in proc.stderr
+    with pytest.raises(SystemExit) as e:
+        G.main(["show", str(bad)])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and err.count("\n") == 1 and "unknown op 'warp_drive'" in err
 
 
 def test_every_published_name_works_from_the_cli_without_importing_a_method():

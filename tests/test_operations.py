@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 
 from common.operations import DARTS_OPS, EXTENDED_OPS, NB201_OPS, OPS, SPACES, Noise, get_space, search_op
+from common.utils import count_madds, count_madds_thop
 
 
 def _bn_affine(module):
@@ -44,6 +45,50 @@ def test_darts_op_structure():
     assert OPS["avg_pool_3x3"](4, 1, True).count_include_pad is False
     assert isinstance(OPS["skip_connect"](4, 1, True), nn.Identity)
     assert not isinstance(OPS["skip_connect"](4, 2, True), nn.Identity)
+
+
+C, H = 4, 8  # per-op counts at C channels on H x H inputs
+
+
+def _sep(k, A):  # a depthwise k x k and a pointwise conv at output area A: (params, mult-adds)
+    return C * k * k + C * C, A * (C * k * k + C * C)
+
+
+def _factorized(k, s):  # (1 x k) with stride (1, s) at H x H/s, then (k x 1) with stride (s, 1) at H/s x H/s
+    return 2 * C * C * k, C * C * k * (H * H // s + (H // s) ** 2)
+
+
+def _hand_counts(name, s):
+    """(params, conv + fc mult-adds, BN layers) of OPS[name](C, s, affine=True) on a 1 x C x H x H input,
+    derived from DARTS' definitions of the ops."""
+    A = (H // s) ** 2
+    if name == "skip_connect":  # Identity, or FactorizedReduce: two 1x1 convs to C/2 channels each
+        return (0, 0, 0) if s == 1 else (C * C, A * C * C, 1)
+    if name in ("avg_pool_3x3", "max_pool_3x3", "none", "noise"):
+        return 0, 0, 0
+    k = int(name[-1])
+    if name.startswith("sep_conv"):  # two ReLU-dw-pw-BN blocks; the stride on the first depthwise conv
+        p, m = _sep(k, A)
+        return 2 * p, 2 * m, 2
+    if name.startswith("dil_conv"):
+        return (*_sep(k, A), 1)
+    factorized = {"conv_7x1_1x7": 7, "conv_1x3_3x1": 3, "conv_1x5_5x1": 5, "conv_1x7_7x1": 7}
+    if name in factorized:
+        return (*_factorized(factorized[name], s), 1)
+    return C * C * k * k, A * C * C * k * k, 1  # conv_1x1, conv_3x3
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_op_params_and_mult_adds_by_hand(name, stride):
+    params, madds, bns = _hand_counts(name, stride)
+    op = OPS[name](C, stride, True)
+    assert sum(p.numel() for p in op.parameters()) == params + 2 * C * bns  # + each BN's weight and bias
+    assert count_madds(op, (1, C, H, H)) * 1e6 == pytest.approx(madds, abs=1e-6)
+    # thop adds 4 per element entering an affine BN (all at the output size) and 1 per average-pool output
+    out = C * (H // stride) ** 2
+    thop = madds + 4 * bns * out + (out if name == "avg_pool_3x3" else 0)
+    assert count_madds_thop(op, (1, C, H, H)) * 1e6 == pytest.approx(thop, abs=1e-6)
 
 
 def test_zero_and_noise_ignore_input():

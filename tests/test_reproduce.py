@@ -1,12 +1,13 @@
 """The experiment registry: every row and figure of the papers has an entry, and the plan built from
 it is a consistent DAG."""
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from reproduce import select, summary
+from reproduce import figures, select, summary
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import Context, Figure, Plan, PlanError, Row, Search, Select, Train, kind, plan
 
@@ -97,11 +98,11 @@ def test_selection_uses_validation_never_test(tmp_path):
     for i, (valid, test) in enumerate(((60.0, 90.0), (70.0, 10.0))):
         t = tmp_path / f"t{i}"
         t.mkdir()
-        (t / "summary.json").write_text(json.dumps({"valid_top1": valid, "final_top1": test}))
+        (t / "summary.json").write_text(json.dumps({"final_valid_top1": valid, "final_top1": test}))
         trainings.append(str(t))
         genos.append("DARTS_V2" if i == 0 else "PC_DARTS_cifar")
     i, values, key = select.choose("valid", genos, trainings)
-    assert (i, values, key) == (1, [60.0, 70.0], "valid_top1")
+    assert (i, values, key) == (1, [60.0, 70.0], "final_valid_top1")
     select.main(["--rule", "valid", "--genotypes", *genos, "--trainings", *trainings, "--save", str(tmp_path / "s")])
     out = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert out["chosen"] == "PC_DARTS_cifar" and (tmp_path / "s" / "genotype.json").exists()
@@ -115,6 +116,85 @@ def test_summary_uses_the_sample_std(tmp_path):
         (tmp_path / f"t{i}" / "summary.json").write_text(json.dumps({"final_top1": 100 - e, "params_M": 3.0}))
         names.append(f"t{i}")
     parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": names, "measures": []}
-    r = summary.row_results(tmp_path, parts, [])
+    stages = [{"name": n, "argv": ["-m", "common.train_eval", "--arch", "DARTS_V2"]} for n in names]
+    r = summary.row_results(tmp_path, parts, stages)
     assert r["test_error"] == pytest.approx(3.0) and r["test_error_std"] == pytest.approx(1.0)  # n-1
     assert r["test_error_best"] == 2.0 and r["finished"] == 3
+
+
+def test_curves_of_the_best_value_so_far(tmp_path):
+    """`running="max"` (D-DARTS Fig. 5, "the best validation top-1 ... w.r.t. the current epoch"): each
+    search's running maximum, then the mean over the searches; without it, the values themselves."""
+    row = Row("d_darts", "Fig. 5", "x", search=Search("d_darts", "x", seeds=(0, 1)))
+    for seed, accs in ((0, [10, 30, 20, 40]), (1, [20, 10, 50, 30])):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e, "valid_top1": a}) + "\n" for e, a in enumerate(accs)))
+    parts = {row.key: {"searches": ["s0", "s1"]}}
+    for running, want in (("max", [15, 25, 40, 45]), ("", [15, 20, 35, 35])):
+        fig = Figure("d_darts", "Fig. 5", "t", "curves", (row,), y=("valid_top1",), running=running)
+        [series] = figures.figure_data(fig, {}, tmp_path, parts)["series"]
+        assert [y for _, y in series["points"]] == want
+
+
+# ---------------------------------------------------------------- D-DARTS
+
+D_DARTS = [r for r in ROWS if r.paper == "d_darts"]
+
+
+def _d_darts_args(stage):
+    """The arguments a D-DARTS stage's script runs with (its own parser and defaults)."""
+    from common import train_eval
+    from d_darts import train, train_search
+    script, *argv = stage.argv
+    if script == "d_darts/train.py":
+        return train_eval.parse_args(argv, cifar=train.CIFAR, imagenet=train.IMAGENET)
+    assert script == "d_darts/train_search.py", stage.name
+    return train_search.parse_args(argv)
+
+
+def test_d_darts_tables_are_run_as_the_paper_prints_them():
+    """Tables 1-3: each row's search has the loss it prints (L_F: w_abl 0; L_T: L_AB added as a constant, as
+    the code behind the numbers) on its 'searched on' dataset; its trainings use the parsing and the layers
+    it prints (14: Alg. 1; Table 3's DD-2 is sparse), on its dataset, with AMP; 4 trainings (best of 4) in
+    Tables 1-2, one in Table 3."""
+    p = plan(D_DARTS, FULL)
+    printed = {(q["row"], q["dataset"]): q for q in PAPER if q["method"] == "d_darts" and not q["baseline"]}
+    tables = {(row, dataset): parts for (_, row, dataset), (table, parts) in p.rows.items()
+              if table.startswith("Table")}
+    assert set(tables) == set(printed)
+    for key, parts in tables.items():
+        paper = printed[key]
+        parsing, loss, layers = re.search(r"parsing '(\w+)', loss (L_\w), (\d+) layers", paper["note"]).groups()
+        [search] = [_d_darts_args(p.stages[s]) for s in parts["searches"]]
+        assert (search.dataset, search.w_abl == 0, search.ablation_loss) == (paper["search_dataset"], loss == "L_F",
+                                                                              "constant"), key
+        assert (search.layers, search.epochs, search.batch_size, search.threshold) == (8, 50, 72, 0.8), key
+        trainings = [_d_darts_args(p.stages[t]) for t in parts["trainings"]]
+        assert {Path(t.arch).name for t in trainings} == {f"genotype_{parsing}.json"}, key
+        assert all((t.dataset, t.layers, t.amp) == (key[1], int(layers), True) for t in trainings), key
+        assert all(t.epochs == (400 if key[1] == "imagenet" else 600) for t in trainings), key
+        assert sorted(t.seed for t in trainings) == ([0] if key[1] == "imagenet" else [0, 1, 2, 3]), key
+
+
+def test_d_darts_figures_sweep_the_papers_weights():
+    """Fig. 3: CIFAR-100 searches with L01 off and w_abl = x, L_AB differentiable (the only form in which
+    w_abl moves the alphas); Fig. 4: w01 = x with w_abl 0.5; each point's numbers from its own search.
+    --smoke runs one point of each sweep (the points differ in numbers only), Fig. 3's with w_abl > 0."""
+    p = plan(D_DARTS, FULL)
+    for fig, xkey in (("Fig. 3", "w_abl"), ("Fig. 4", "w01")):
+        rows = [r for r in D_DARTS if r.table == fig]
+        assert len({r.x[xkey] for r in rows}) == len(rows) > 5
+        for r in rows:
+            parts = p.rows[r.key][1]
+            [search] = parts["searches"]
+            args = _d_darts_args(p.stages[search])
+            assert args.dataset == "cifar100" and getattr(args, xkey) == r.x[xkey], r.key
+            other = (args.w01, args.ablation_loss) if fig == "Fig. 3" else (args.w_abl, args.ablation_loss)
+            assert other == ((0, "differentiable") if fig == "Fig. 3" else (0.5, "constant")), r.key
+            [measure] = [p.stages[m] for m in parts["measures"]]
+            assert measure.argv[measure.argv.index("--search_dirs") + 1:] == (Plan.path(search),), r.key
+    smoke = plan(D_DARTS, Context(smoke=True))
+    in_smoke = {fig: [r.x for r in D_DARTS if r.table == fig and r.key in smoke.rows] for fig in ("Fig. 3", "Fig. 4")}
+    # (Fig. 4's w01 = 7 is the DD-4 / DD-5 search, a kind of its own)
+    assert in_smoke == {"Fig. 3": [{"w_abl": 0.5}], "Fig. 4": [{"w01": 0}, {"w01": 7}]}

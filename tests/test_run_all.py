@@ -79,7 +79,7 @@ def test_an_interrupted_run_resumes(tmp_path):
     assert not (search / "genotype.json").exists(), "the run was not interrupted"
     stdout = run_all("--smoke", "--methods", "darts_pd", "--out", tmp_path).stdout
     assert f"running  {search}" in stdout
-    assert "resuming from" in (search / "log.txt").read_text()
+    assert f"stage 1 in {search / 'stage1'} is finished: skipped" in (search / "log.txt").read_text()
     assert len((search / "stage1" / "metrics.jsonl").read_text().splitlines()) == 1  # stage 1 not repeated
     table = json.loads((tmp_path / "summary.json").read_text())
     assert [t["method"] for t in table] == ["darts_pd"] and table[0]["finished"] == 1

@@ -36,8 +36,50 @@ def test_lr_schedules():
     assert train_eval.lr_factor(5, a) == pytest.approx(0.01 + 0.99 * 0.5)
     a.lr_scheduler = "step"
     assert train_eval.lr_factor(3, a) == pytest.approx(0.97 ** 3)
-    a.lr_scheduler, a.warmup_epochs = "linear", 5
+    a.lr_scheduler, a.warmup_epochs, a.linear_tail = "linear", 5, 0
     assert [train_eval.lr_factor(e, a) for e in (0, 4, 5, 9)] == pytest.approx([0.2, 1.0, 0.5, 0.1])
+
+
+def test_linear_schedule_is_pc_darts_imagenet():
+    """PC-DARTS' train_imagenet.py at E = 250, batch 1024: lr (e + 1) / 5 for 5 warm-up epochs, lr (245 - e) / 245
+    until epoch 245, then lr (250 - e) / (5 * 245): the last epochs decay 5 times more slowly."""
+    a = Namespace(warmup_epochs=5, epochs=250, lr_scheduler="linear", linear_tail=5)
+    epochs = (0, 4, 5, 100, 244, 245, 246, 249)
+    expected = (1 / 5, 5 / 5, 240 / 245, 145 / 245, 1 / 245, 5 / 1225, 4 / 1225, 1 / 1225)
+    assert [train_eval.lr_factor(e, a) for e in epochs] == pytest.approx(expected)
+
+
+class _Fixed(torch.nn.Module):
+    """Returns the given logits and auxiliary logits whatever the input (plus a zero weight to train)."""
+
+    def __init__(self, logits, aux):
+        super().__init__()
+        self.w, self.logits, self.aux = torch.nn.Parameter(torch.zeros(())), logits, aux
+
+    def forward(self, x):
+        return self.logits + self.w, self.aux + self.w
+
+
+def _smoothed_ce(logits, y, eps):
+    """By hand: -(1 - eps) log p_y - eps * mean_k log p_k, averaged over the batch."""
+    total = 0.0
+    for row, t in zip(logits.tolist(), y.tolist()):
+        log_z = math.log(sum(math.exp(v) for v in row))
+        log_p = [v - log_z for v in row]
+        total += -(1 - eps) * log_p[t] - eps * sum(log_p) / len(row)
+    return total / len(y)
+
+
+def test_training_loss_is_smoothed_ce_plus_weighted_auxiliary():
+    logits, aux = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]), torch.tensor([[0.0, 1.0, 3.0], [1.0, 0.0, 0.0]])
+    y = torch.tensor([0, 2])
+    model = _Fixed(logits, aux)
+    args = Namespace(amp=False, auxiliary_weight=0.4, label_smooth=0.1, grad_clip=5.0, report_freq=0)
+    optimizer = torch.optim.SGD(model.parameters(), 0.0)
+    loss, top1 = train_eval.train_epoch(model, [(torch.zeros(2, 3, 4, 4), y)], optimizer,
+                                        torch.amp.GradScaler("cpu", enabled=False), args, torch.device("cpu"))
+    assert loss == pytest.approx(_smoothed_ce(logits, y, 0.1) + 0.4 * _smoothed_ce(aux, y, 0.1), rel=1e-6)
+    assert top1 == 50
 
 
 def test_protocol_defaults_follow_dataset():
@@ -63,6 +105,54 @@ def test_training_runs_and_writes_run_folder(tmp_path):
     summary = json.loads((save / "summary.json").read_text())
     assert summary["best_top1"] == max(r["test_top1"] for r in m) and summary["params_M"] > 0
     assert model.auxiliary_head is not None
+
+
+class _Recorded(torch.utils.data.Dataset):
+    """A dataset that notes every (split, augmented?, index) it serves."""
+
+    def __init__(self, base, split, seen):
+        self.base, self.split, self.seen = base, split, seen
+        self.augmented = any(type(t).__name__ == "RandomCrop" for t in base.transform.transforms)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.seen.append((self.split, self.augmented, i))
+        return self.base[i]
+
+
+def test_valid_size_holds_out_training_images_and_never_reads_the_test_set(tmp_path, monkeypatch):
+    from common import data
+    seen, get_dataset = [], data.get_dataset
+    monkeypatch.setattr(data, "get_dataset", lambda args, train, transform: _Recorded(
+        get_dataset(args, train, transform), "train" if train else "test", seen))
+    save = tmp_path / "run"
+    model = train_eval.main(TINY + ["--epochs", "1", "--valid_size", "24", "--save", str(save)])
+    held = set(data.held_out_split(64, 24)[1])
+    assert len(held) == 24 and held != set(range(40, 64))  # a fixed random draw, not the tail (sorted ImageNet)
+    trained = {i for split, aug, i in seen if split == "train" and aug}
+    validated = [i for split, aug, i in seen if split == "train" and not aug]
+    assert trained == set(range(64)) - held and sorted(validated) == sorted(held)  # each held-out image once
+    assert sorted(i for split, _, i in seen if split == "test") == list(range(2000))  # the test set, once, as today
+    record, summary = MetricsLog.read(save / "metrics.jsonl")[0], json.loads((save / "summary.json").read_text())
+    assert summary["valid_size"] == 24 and summary["final_valid_top1"] == summary["best_valid_top1"] == \
+        record["valid_top1"]
+    # the number is the accuracy on the held-out images (and on nothing else)
+    args = train_eval.parse_args(TINY)
+    assert train_eval.evaluate(model, data.valid_loader(args, 24), torch.device("cpu"))[1] == \
+        pytest.approx(record["valid_top1"])
+
+
+@pytest.mark.parametrize("flags, message", [(["--valid_size", "-1"], "--valid_size -1"),
+                                             (["--valid_size", "64"], "has 64 images"),
+                                             (["--lr_scheduler", "linear", "--linear_tail", "3"], "--linear_tail 3")])
+def test_bad_valid_size_or_tail_is_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        train_eval.main(TINY + ["--epochs", "3", *flags, "--save", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and err.startswith("error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def _state(save):
@@ -101,11 +191,12 @@ def test_torchrun_two_ranks_stay_in_sync(tmp_path):
     assert not (tmp_path / "rank1-run").exists()  # only rank 0 writes
 
 
-def test_broken_genotype_file_is_one_clear_line(tmp_path):
+def test_broken_genotype_file_is_one_clear_line(tmp_path, capsys):
     bad = tmp_path / "genotype.json"
     bad.write_text('{"normal": {"nodes": [[["sep_conv_3x3", 0], ["sep_conv_3x3", 5]]], "concat": [2]}, '
                    '"reduce": {"nodes": [[["max_pool_3x3", 0], ["max_pool_3x3", 1]]], "concat": [2]}}')
-    for arch in (bad, tmp_path / "missing.json"):
-        proc = run(["-m", "common.train_eval", "--arch", arch, *SMALL, "--save", tmp_path / "r"], check=False)
-        assert proc.returncode != 0 and "Traceback" not in proc.stderr
-        assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:")
+    for arch in (bad, tmp_path / "missing.json"):  # in-process: die() is how every bad input ends
+        with pytest.raises(SystemExit) as e:
+            train_eval.main(["--arch", str(arch), *SMALL, "--save", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert e.value.code != 0 and err.startswith("error:") and err.count("\n") == 1
