@@ -203,6 +203,18 @@ def test_the_demo_searches_every_method_once_and_trains_all_rows_identically(mon
     assert parsed[0]["dataset"] == "synthetic" and parsed[0]["image_size"] == 16 and not parsed[0]["auxiliary"]
 
 
+def test_every_demo_search_and_step_takes_its_flags():
+    """Each script's own parser accepts the demo's flags (a renamed flag fails here, not after minutes)."""
+    for s in _demo_plan().stages.values():
+        if s.kind == "search":
+            module = importlib.import_module(s.argv[0].removesuffix(".py").replace("/", "."))
+            args = module.parse_args([*s.argv[1:], "--save", "x"])
+            assert (args.dataset, args.image_size, args.subset, args.layers) == ("synthetic", 16, 256, 5)
+        elif s.kind == "step":
+            module = importlib.import_module(s.argv[0].removesuffix(".py").replace("/", "."))
+            module.get_parser().parse_args(list(s.argv[1:]))
+
+
 def test_every_demo_training_follows_its_search_and_methods_pick_the_searches():
     _check_dag(_demo_plan())
     one = _demo_plan(["msg_das"])
