@@ -488,11 +488,12 @@ def random_genotype(space, seed, steps=None):
     """Cells drawn uniformly from a search space (`common.operations.SPACES` name or object), the
     same draw for the same seed on every machine (Python's `random`, not torch's global state).
 
-    DARTS-like spaces: the random baseline of DARTS (Liu et al., 2019, Sec. 3.3) as the random
-    search of Li & Talwalkar (2019) samples it: in the normal and the reduction cell, each of
+    DARTS-like spaces: the random-search baseline of DARTS (Liu et al., 2019, Table 1), drawn as the random
+    search code of Li & Talwalkar (2019) draws it: in the normal and the reduction cell, each of
     `steps` (4) nodes takes 2 distinct inputs among the states before it and, on each, one op of
-    that edge's candidates, `none` excluded (no derived cell holds it). NAS-Bench-201: one of the
-    5 ops, `none` included, on each of the 6 edges of its 3-node cell."""
+    that edge's candidates drawn uniformly; unlike that code, `none` is left out, as the DARTS
+    derivation leaves it out (no derived cell holds it). NAS-Bench-201: one of the 5 ops, `none`
+    included, on each of the 6 edges of its 3-node cell."""
     from common.operations import get_space
     try:
         space = get_space(space) if isinstance(space, str) else space
