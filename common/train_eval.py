@@ -95,7 +95,7 @@ def lr_factor(epoch, args):
         return args.decay_rate ** epoch
     if args.lr_scheduler == "linear":
         E, T = args.epochs, args.linear_tail
-        return (E - T - epoch) / (E - T) if epoch < E - T else (E - epoch) / (T * (E - T))
+        return (E - T - epoch) / (E - T) if epoch < E - T or T == 0 else (E - epoch) / (T * (E - T))
     floor = args.learning_rate_min / args.learning_rate
     return floor + (1 - floor) * (1 + math.cos(math.pi * epoch / args.epochs)) / 2
 

@@ -6,8 +6,8 @@ Stage 1 `Searcher`: PC-DARTS on the super-net S, then soft pruning to the top-k 
 Stage 2 `FairTrainer`: path-wise strictly fair training of S' (Eq. 4-5), a whole number of passes
   over its path groups -> RUN/stage2/supernet.pt.
 Stage 3 `PathSearch`: evolution of paths scored on held-out data (Eq. 6); the best path of every
-  parameter-size bucket -> RUN/buckets.json, RUN/buckets/<bucket>.json, and RUN/genotype.json
-  (the best of all).
+  parameter-size bucket -> RUN/buckets.json, RUN/buckets/<bucket>.json (also as
+  RUN/buckets/rank-<i>.json, i-th by fitness), and RUN/genotype.json (the best of all).
 
 Every stage has its own flags, the paper's values as defaults: stage 1 takes the DARTS names
 (--epochs --batch_size --learning_rate --weight_decay), stage 2 --fair_epochs --fair_batch_size
@@ -578,11 +578,15 @@ class PathSearch:
                 "mult_adds_M": round(madds, 4), "choices": list(path)}
 
     def entries(self):
-        """The best path of every bucket (Sec. 1: many sizes at once), smallest bucket first."""
-        width = self.args.bucket_width
+        """The best path of every bucket (Sec. 1: many sizes at once), smallest bucket first; `rank`
+        orders them by fitness (0: the best of all, ties as `Evolution.ranked`), `rank_file` is the
+        same genotype at a name known before the search (`buckets/rank-<rank>.json`)."""
+        width, best = self.args.bucket_width, self.evolution.best()
+        rank = {p: i for i, p in enumerate(sorted(best.values(), key=self.evolution.ranked().index))}
         return [{"name": bucket_name(b, width), "file": f"buckets/{bucket_name(b, width)}.json",
+                 "rank": rank[path], "rank_file": f"buckets/rank-{rank[path]}.json",
                  "bucket_M": bucket_range(b, width), **self.describe(path),
-                 "text": str(path_genotype(self.pruned, path))} for b, path in self.evolution.best().items()]
+                 "text": str(path_genotype(self.pruned, path))} for b, path in best.items()]
 
     def state_dict(self):
         return self.evolution.state_dict()
@@ -593,8 +597,9 @@ class PathSearch:
 
 def write_stage3(search, a):
     """RUN/stage3/paths.jsonl (every evaluated path), RUN/buckets.json and RUN/buckets/<name>.json
-    (the best path of every bucket, each trainable by `train.py --arch`), RUN/genotype.json (the
-    best of all: the highest fitness)."""
+    (the best path of every bucket, each trainable by `train.py --arch`), the same paths again as
+    RUN/buckets/rank-<i>.json, i-th by fitness (names known before the search: a reproduction plan
+    trains the first few), RUN/genotype.json (the best of all: the highest fitness, = rank-0)."""
     run, evo, key = Path(a.run), search.evolution, f"{a.fitness_data}_top1"
     with (Path(a.save) / "paths.jsonl").open("w") as f:
         for p in evo.ranked():
@@ -606,8 +611,10 @@ def write_stage3(search, a):
                 eval_layers=a.eval_layers, eval_init_channels=a.eval_init_channels)
     (run / "buckets").mkdir(exist_ok=True)
     for e in entries:
-        genotypes.export(run / "buckets", path_genotype(search.pruned, tuple(e["choices"])), stem=e["name"], **meta,
-                         **{n: e[n] for n in (key, "params_M", "mult_adds_M", "bucket_M", "choices")})
+        g, fields = path_genotype(search.pruned, tuple(e["choices"])), {
+            n: e[n] for n in (key, "params_M", "mult_adds_M", "bucket_M", "rank", "choices")}
+        genotypes.export(run / "buckets", g, stem=e["name"], **meta, **fields)
+        genotypes.save(run / e["rank_file"], g, **meta, bucket=e["name"], **fields)
     (run / "buckets.json").write_text(json.dumps({
         **meta, "bucket_width": a.bucket_width, "evaluated": len(evo.fitness),
         "best": bucket_name(evo.bucket(best), a.bucket_width), "entries": entries}, indent=1) + "\n")

@@ -138,15 +138,16 @@ class Row:
     """One row of a paper's table: `paper` (method folder), `table` ("Table 1", "Sec. 4.4"), `row`
     (its label in paper_results.json) and `dataset` (the evaluation dataset). Its architectures
     come from `search` (then `genotype` names the file in each search folder, or in its last
-    step's folder) or from a published genotype `arch`; `select` chooses among the searches;
-    `train` trains what was chosen; `measure` adds stages whose numbers the row reports."""
+    step's folder; a tuple of files makes each of them a candidate, e.g. DARTS-PD's best bucket
+    entries) or from a published genotype `arch`; `select` chooses among all candidates of all
+    searches; `train` trains what was chosen; `measure` adds stages whose numbers the row reports."""
     paper: str
     table: str
     row: str
     dataset: str = "cifar10"
     search: Search | None = None
     arch: str | None = None
-    genotype: str = "genotype.json"
+    genotype: str | tuple = "genotype.json"
     select: Select = EACH
     train: Train | None = None
     measure: tuple = ()
@@ -161,6 +162,11 @@ class Row:
     @property
     def method(self):
         return self.search.method if self.search else self.paper
+
+    @property
+    def genotypes(self):
+        """The genotype files it takes from each search folder."""
+        return (self.genotype,) if isinstance(self.genotype, str) else tuple(self.genotype)
 
     @property
     def train_script(self):
@@ -246,6 +252,10 @@ class Plan:
         self.rows = {}  # row key -> (table, {"searches", "steps", "select", "short", "trainings", "measures"})
         self.skipped = []  # (row, reason)
 
+    def genotypes(self, row):
+        """The genotype files a row takes from each search folder (smoke: the first two)."""
+        return row.genotypes[:2] if self.ctx.smoke else row.genotypes
+
     def add(self, stage, row):
         """Add a stage (or find the same one, added by another row); returns its name."""
         if self.ctx.smoke:  # tiny stages run on one device
@@ -283,7 +293,8 @@ class Plan:
         """The searches of a row and their steps: [(genotype, seed, folder prefix, deps)]."""
         ctx, s = self.ctx, row.search
         found = []
-        for seed in ctx.search_seeds(s, needs_choice=row.select.rule != "each"):
+        # a selection needs two candidates: two searches, unless each search offers two
+        for seed in ctx.search_seeds(s, needs_choice=row.select.rule != "each" and len(self.genotypes(row)) < 2):
             argv = (f"{s.method}/{s.script}", *ctx.dataset_flags(s.dataset), *s.flags, "--seed", str(seed))
             if ctx.smoke:
                 argv += (*SMOKE_SEARCH[2:], *s.smoke)
@@ -296,10 +307,8 @@ class Plan:
                                       step.gpu_hours), row)
                 parts["steps"].append(last)
                 prefix += f"-{step.name}"
-            stem = Path(row.genotype).stem
-            if stem != "genotype":  # another output of the same folder (D-DARTS' genotype_edge.json, ...)
-                prefix += "-" + stem.removeprefix("genotype_")
-            found.append((self.path(f"{last}/{row.genotype}"), seed, prefix, (last,)))
+            for file in self.genotypes(row):
+                found.append((self.path(f"{last}/{file}"), seed, prefix + _genotype_tag(file), (last,)))
         return found
 
     def _select(self, row, found, parts):
@@ -315,8 +324,8 @@ class Plan:
             argv += ("--trainings", *map(self.path, short))
             deps += tuple(short)
         argv += ("--genotypes", *(arch for arch, *_ in found))
-        name = self.add(Stage(f"{s.method}/{s.name}/select-{sel.label}{_genotype_tag(row)}", argv, deps, 0,
-                              "select"), row)
+        tag = "".join(map(_genotype_tag, self.genotypes(row)))
+        name = self.add(Stage(f"{s.method}/{s.name}/select-{sel.label}{tag}", argv, deps, 0, "select"), row)
         parts["select"] = name
         return self.path(f"{name}/genotype.json"), None, name, (name,)
 
@@ -346,8 +355,10 @@ class Plan:
         return f"{{out}}/{name}"
 
 
-def _genotype_tag(row):
-    stem = Path(row.genotype).stem
+def _genotype_tag(file):
+    """How the stages of a search's other outputs are named apart: '' for genotype.json, '-edge' for
+    D-DARTS' genotype_edge.json, '-rank-1' for DARTS-PD's buckets/rank-1.json."""
+    stem = Path(file).stem
     return "" if stem == "genotype" else "-" + stem.removeprefix("genotype_")
 
 
@@ -370,7 +381,7 @@ def kind(row):
     s, t = row.search, row.train
     return (row.paper, row.arch is not None,
             s and (s.method, s.script, _variant(s.flags), tuple((st.name, _variant(st.flags)) for st in s.steps)),
-            Path(row.genotype).stem, row.select.rule, row.dataset == "imagenet",
+            tuple(Path(f).stem for f in row.genotypes), row.select.rule, row.dataset == "imagenet",
             t and _variant(t.flags), tuple((m.script, _variant(m.flags)) for m in row.measure))
 
 

@@ -3,9 +3,10 @@
 Reads OUT/plan.json (written by `python -m reproduce` before the first stage) and whatever stages
 have finished, and writes OUT/summary.md and OUT/summary.json: one table per paper table, its rows
 in the paper's order (the baselines the paper compares with, as printed), and for each of our rows
-the test error (mean ± sample std over its trainings, and the best), parameters, multiply-adds,
-search cost and memory measured on this run, the rule that chose its architecture, and the numbers
-of its measurements; then the figures (PNG, with matplotlib). It can run at any time: unfinished
+the test error (mean ± sample std over its trainings, and the best; top-5 on ImageNet or where
+the paper prints it), parameters and multiply-adds (mean ± sample std over the trainings), search
+cost and memory measured on this run, the rule that chose its architecture, and the numbers of its
+measurements; then the figures (PNG, with matplotlib). It can run at any time: unfinished
 rows show what is done so far.
 
 Usage: python -m reproduce.summary OUT
@@ -58,12 +59,19 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+def _std(xs):
+    """The sample std (n - 1), as the papers print their ±; None below two values."""
+    xs = [x for x in xs if x is not None]
+    return statistics.stdev(xs) if len(xs) > 1 else None
+
+
 def row_results(out, parts, stages):
     """Our numbers for one row, from the summary.json of its finished stages."""
     out = Path(out)
     trainings = [(n, read_json(out / n / "summary.json")) for n in parts["trainings"]]
     done = [s for _, s in trainings if s and s.get("final_top1") is not None]
     errors = [100 - s["final_top1"] for s in done]
+    top5 = [100 - s["final_top5"] for s in done if s.get("final_top5") is not None]
     searches = []  # each searched architecture: the search and its steps
     for name in parts["searches"]:
         steps = [s for s in parts["steps"] if s.startswith(name + "/")]
@@ -77,10 +85,11 @@ def row_results(out, parts, stages):
     return {
         "trainings": len(trainings), "finished": len(done),
         "datasets": sorted({s.get("dataset") for s in done}),
-        "test_error": _mean(errors), "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
-        "test_error_best": min(errors) if errors else None,
-        "params_M": _mean([s.get("params_M") for s in done]),
+        "test_error": _mean(errors), "test_error_std": _std(errors),
+        "test_error_best": min(errors) if errors else None, "top5_error": _mean(top5),
+        "params_M": _mean([s.get("params_M") for s in done]), "params_M_std": _std([s.get("params_M") for s in done]),
         "mult_adds_M": _mean([s.get("mult_adds_M") for s in done]),
+        "mult_adds_M_std": _std([s.get("mult_adds_M") for s in done]),
         "searches": len(searches), "searches_finished": sum(s["hours"] is not None for s in searches),
         "search_hours": _mean([s["hours"] for s in searches]),
         "search_gpu_hours": _mean([s["gpu_hours"] for s in searches]),
@@ -186,9 +195,13 @@ def _f(x, digits=2):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _err(mean, std, n=None):
-    s = _f(mean) + (f" ± {_f(std)}" if std is not None else "")
+def _err(mean, std, n=None, digits=2):
+    s = _f(mean, digits) + (f" ± {_f(std, digits)}" if std is not None else "")
     return s + (f" ({n})" if n and mean is not None else "")
+
+
+def _top5(d, shown):
+    return f"; top-5 {_f(d['top5_error'])}" if shown and d.get("top5_error") is not None else ""
 
 
 def figure_file(data):
@@ -201,11 +214,12 @@ def markdown(tables, figures=(), drawn=(), pictures=()):
     `pictures`), then the figures (those in `drawn` as images)."""
     lines = ["# Results beside the papers", "",
              "Each table is a table of a paper, in its order. **ours**: test error of the last epoch, mean ± sample "
-             "std over the trainings that finished (how many in brackets), the best; parameters and multiply-adds "
-             "of the evaluation network; search cost per searched architecture (GPU-hours on GPUs, else hours on "
-             "the device named) and peak GPU memory; the rule that chose the architecture; the cells trained, drawn "
-             "below the table. **paper**: as printed (search cost in GPU-days, memory in GB). A row without ours is "
-             "a baseline the paper cites; a table without the paper's numbers has no paper columns.", ""]
+             "std over the trainings that finished (how many in brackets; top-5 where the paper prints it), the "
+             "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost "
+             "per searched architecture (GPU-hours on GPUs, else hours on the device named) and peak GPU memory; "
+             "the rule that chose the architecture; the cells trained, drawn below the table. **paper**: as printed "
+             "(search cost in GPU-days, memory in GB). A row without ours is a baseline the paper cites; a table "
+             "without the paper's numbers has no paper columns.", ""]
     if not pictures and any((r["ours"] or {}).get("cells") for t in tables for r in t["rows"]):
         lines += ["The cells are not drawn: install matplotlib (`pip install -e \".[reproduce]\"`) or Graphviz "
                   "and run `python -m reproduce.summary OUT` again.", ""]
@@ -222,6 +236,7 @@ def markdown(tables, figures=(), drawn=(), pictures=()):
         shown = []
         for r in t["rows"]:
             o, p = r["ours"] or {}, r["paper"] or {}
+            top5 = r["dataset"] == "imagenet" or p.get("top5_error") is not None
             cost = _f(o.get("search_gpu_hours"), 3) + " GPU-h" if o.get("search_gpu_hours") is not None else \
                 (_f(o.get("search_hours"), 3) + f" h ({','.join(o['devices'])})" if o.get("search_hours") else "–")
             sel = o.get("selected_by") or {}
@@ -229,12 +244,14 @@ def markdown(tables, figures=(), drawn=(), pictures=()):
             measured = ", ".join(f"{k} {_f(v, 3)}" for k, v in (o.get("measures") or {}).items())
             cells = [c for c in o.get("cells", []) if c["picture"] in pictures]
             shown += [(r["row"], c) for c in cells]
-            values = [f"{r['row']}{' (baseline)' if r['baseline'] else ''}", r["dataset"],
-                      _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) if o else "",
+            ours = _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) + _top5(o, top5) if o else ""
+            values = [f"{r['row']}{' (baseline)' if r['baseline'] else ''}", r["dataset"], ours,
                       _f(o.get("test_error_best")) if o else ""]
-            values += [_err(p.get("test_error"), p.get("test_error_std"))] if paper else []
-            values += [both(_f(o.get("params_M"), 2), _f(p.get("params_M"))),
-                       both(_f(o.get("mult_adds_M"), 0), _f(p.get("mult_adds_M"), 0)),
+            values += [_err(p.get("test_error"), p.get("test_error_std")) + _top5(p, top5)] if paper else []
+            values += [both(_err(o.get("params_M"), o.get("params_M_std")),
+                            _err(p.get("params_M"), p.get("params_M_std"))),
+                       both(_err(o.get("mult_adds_M"), o.get("mult_adds_M_std"), digits=0),
+                            _err(p.get("mult_adds_M"), p.get("mult_adds_M_std"), digits=0)),
                        both(cost, _f(p.get("search_cost_gpu_days"))),
                        both(_f(o.get("search_peak_memory_MB"), 0), _f(p.get("search_memory_GB"), 1)), chosen, measured,
                        " ".join(_cell_link(c, pictures) for c in o.get("cells", []))]

@@ -409,6 +409,14 @@ def test_three_stages_write_their_outputs(reference):
     # every stage folder is a run folder; RUN/summary.json, the run's done-marker, names the best genotype
     assert all((save / f"stage{s}" / "args.json").is_file() for s in (1, 2, 3))
     assert json.loads((save / "summary.json").read_text())["genotype"] == best["text"]
+    # the same entries by fitness rank, at names a reproduction plan knows in advance; rank 0 = genotype.json
+    ranked = [json.loads((save / "buckets" / f"rank-{i}.json").read_text()) for i in range(len(entries))]
+    assert not (save / "buckets" / f"rank-{len(entries)}.json").exists()
+    assert [r["valid_top1"] for r in ranked] == sorted((e["valid_top1"] for e in entries), reverse=True)
+    assert ranked[0]["text"] == best["text"] and ranked[0]["bucket"] == best["bucket"]
+    for i, r in enumerate(ranked):
+        e = next(e for e in entries if e["name"] == r["bucket"])
+        assert (e["rank"], e["rank_file"], r["rank"], r["text"]) == (i, f"buckets/rank-{i}.json", i, e["text"])
 
 
 def test_train_py_trains_a_bucket_entry_by_its_file(reference, tmp_path):

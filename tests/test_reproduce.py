@@ -109,17 +109,28 @@ def test_selection_uses_validation_never_test(tmp_path):
 
 
 def test_summary_uses_the_sample_std(tmp_path):
-    errs = [2.0, 3.0, 4.0]
+    errs, params, madds = [2.0, 3.0, 4.0], [3.5, 3.7, 3.9], [566, 580, 594]
     names = []
     for i, e in enumerate(errs):
         (tmp_path / f"t{i}").mkdir()
-        (tmp_path / f"t{i}" / "summary.json").write_text(json.dumps({"final_top1": 100 - e, "params_M": 3.0}))
+        (tmp_path / f"t{i}" / "summary.json").write_text(json.dumps(
+            {"final_top1": 100 - e, "final_top5": 99 - e, "params_M": params[i], "mult_adds_M": madds[i]}))
         names.append(f"t{i}")
     parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": names, "measures": []}
     stages = [{"name": n, "argv": ["-m", "common.train_eval", "--arch", "DARTS_V2"]} for n in names]
     r = summary.row_results(tmp_path, parts, stages)
     assert r["test_error"] == pytest.approx(3.0) and r["test_error_std"] == pytest.approx(1.0)  # n-1
-    assert r["test_error_best"] == 2.0 and r["finished"] == 3
+    assert r["test_error_best"] == 2.0 and r["finished"] == 3 and r["top5_error"] == pytest.approx(4.0)
+    # the spread of parameters and multiply-adds over the trainings (DARTS-PD's † row: 3.7 ± 0.2, 580 ± 14)
+    assert (r["params_M"], r["params_M_std"]) == (pytest.approx(3.7), pytest.approx(0.2))
+    assert (r["mult_adds_M"], r["mult_adds_M_std"]) == (pytest.approx(580), pytest.approx(14))
+    row = {"row": "x", "dataset": "cifar10", "baseline": False, "ours": r,
+           "paper": {"test_error": 2.48, "test_error_std": 0.09, "params_M": 3.7, "params_M_std": 0.2,
+                     "mult_adds_M": 580, "mult_adds_M_std": 14}}
+    line = summary.markdown([{"paper": "darts_pd", "table": "Table 1", "rows": [row]}]).splitlines()[-1]
+    assert "| 3.70 ± 0.20 / 3.70 ± 0.20 | 580 ± 14 / 580 ± 14 |" in line and "top-5" not in line  # CIFAR: no top-5
+
+
 
 
 def test_curves_of_the_best_value_so_far(tmp_path):
@@ -198,3 +209,59 @@ def test_d_darts_figures_sweep_the_papers_weights():
     in_smoke = {fig: [r.x for r in D_DARTS if r.table == fig and r.key in smoke.rows] for fig in ("Fig. 3", "Fig. 4")}
     # (Fig. 4's w01 = 7 is the DD-4 / DD-5 search, a kind of its own)
     assert in_smoke == {"Fig. 3": [{"w_abl": 0.5}], "Fig. 4": [{"w01": 0}, {"w01": 7}]}
+
+
+# ---------------------------------------------------------------- DARTS-PD
+
+def _argv(p, name):
+    return " ".join(p.stages[name].argv)
+
+
+def test_darts_pd_rows_train_each_runs_best_and_choose_darts_pd_a_on_validation_among_ranked_entries():
+    p = plan([r for r in ROWS if r.paper == "darts_pd"], FULL)
+    runs = [f"darts_pd/cifar10/s{s}" for s in (0, 1, 2)]
+    dagger = p.rows[("darts_pd", "DARTS-PD†(ours)", "cifar10")][1]  # Table 1 †: each run's best trained once
+    assert dagger["searches"] == runs and dagger["select"] is None
+    assert dagger["trainings"] == [f"{r}-cifar10-e{s}" for s, r in enumerate(runs)]
+    assert all(f"--arch {{out}}/{r}/genotype.json " in _argv(p, t) for r, t in zip(runs, dagger["trainings"]))
+    a = p.rows[("darts_pd", "DARTS-PD-a(ours)", "cifar10")][1]  # the same runs, their 4 fittest bucket entries
+    assert a["searches"] == runs
+    entries = [f"{{out}}/{r}/buckets/rank-{i}.json" for r in runs for i in range(4)]
+    assert [_argv(p, t).split("--arch ")[1].split()[0] for t in a["short"]] == entries
+    assert all("--valid_size" in p.stages[t].argv and "darts_pd/train.py" in p.stages[t].argv for t in a["short"])
+    select = p.stages[a["select"]].argv  # DARTS' protocol: the held-out validation accuracy, never the test set
+    assert select[select.index("--rule") + 1] == "valid"
+    assert select[select.index("--genotypes") + 1:] == tuple(entries)
+    assert select[select.index("--trainings") + 1:select.index("--genotypes")] == tuple(map(p.path, a["short"]))
+    assert a["trainings"] == [f"{a['select']}-cifar10-e0"] and f"{{out}}/{a['select']}/genotype.json" in _argv(
+        p, a["trainings"][0])
+    big = p.rows[("darts_pd", "DARTS-PD-A(ours)", "imagenet")][1]  # Table 2: one search on ImageNet, 8 GPUs
+    (search,), (train,) = big["searches"], big["trainings"]
+    assert p.stages[search].gpus == 8 and "--dataset imagenet" in _argv(p, search) and "--seed 2" in _argv(p, search)
+    assert "--dataset imagenet" in _argv(p, train) and f"--arch {{out}}/{search}/genotype.json" in _argv(p, train)
+
+
+def test_darts_pd_smoke_plan_is_one_cifar_search_with_two_candidates():
+    p = plan([r for r in ROWS if r.paper == "darts_pd"], Context(smoke=True))
+    a = p.rows[("darts_pd", "DARTS-PD-a(ours)", "cifar10")][1]
+    assert a["searches"] == ["darts_pd/cifar10/s0"] and len(a["short"]) == 2
+    assert [s.kind for s in p.stages.values()].count("search") == 2 and len(p.stages) == 8
+
+
+def test_baselines_train_the_published_cells_by_their_papers_protocols():
+    from common import train_eval
+    p = plan([r for r in ROWS if r.paper == "baselines"], FULL)
+    cifar = {k[1]: parts["trainings"] for k, (_, parts) in p.rows.items() if k[2] == "cifar10"}
+    assert {k: len(v) for k, v in cifar.items()} == {"DARTS_V2": 10, "PC_DARTS_cifar": 10}  # DARTS: 10 runs
+    for smoke in (False, True):  # every training's flags pass train_eval's checks (smoke: 1 epoch)
+        p = plan([r for r in ROWS if r.paper == "baselines"], Context(smoke=smoke, data="/d", imagenet="/i"))
+        for s in p.stages.values():
+            args = train_eval.parse_args([a for a in s.argv[2:] if a != "--download"])
+            train_eval.check_args(args)
+            name = s.name.split("/")[-1]
+            pc = name.startswith("PC_DARTS")
+            if not smoke and "cifar10" in name:
+                assert args.drop_path_prob == (0.3 if pc else 0.2)
+            if not smoke and "imagenet" in name:
+                assert (args.batch_size, args.learning_rate, args.lr_scheduler, args.warmup_epochs) == (
+                    (1024, 0.5, "linear", 5) if pc else (128, 0.1, "step", 0))

@@ -37,7 +37,8 @@ def test_lr_schedules():
     a.lr_scheduler = "step"
     assert train_eval.lr_factor(3, a) == pytest.approx(0.97 ** 3)
     a.lr_scheduler, a.warmup_epochs, a.linear_tail = "linear", 5, 0
-    assert [train_eval.lr_factor(e, a) for e in (0, 4, 5, 9)] == pytest.approx([0.2, 1.0, 0.5, 0.1])
+    # epoch 10: the scheduler's step after the last epoch (a tail of 0 epochs is the straight line to 0)
+    assert [train_eval.lr_factor(e, a) for e in (0, 4, 5, 9, 10)] == pytest.approx([0.2, 1.0, 0.5, 0.1, 0.0])
 
 
 def test_linear_schedule_is_pc_darts_imagenet():
