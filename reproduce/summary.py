@@ -5,9 +5,10 @@ have finished, and writes OUT/summary.md and OUT/summary.json: one table per pap
 in the paper's order (the baselines the paper compares with, as printed), and for each of our rows
 the test error (mean ± sample std over its trainings, and the best; top-5 on ImageNet or where
 the paper prints it), parameters and multiply-adds (mean ± sample std over the trainings), search
-cost and memory measured on this run, the rule that chose its architecture, and the numbers of its
-measurements; then the figures (PNG, with matplotlib). It can run at any time: unfinished
-rows show what is done so far.
+cost and memory measured on this run, the rule that chose its architecture, the numbers of its
+measurements and the cells it trained, drawn under the table (OUT/cells/, with Graphviz or
+matplotlib); then the figures (PNG, with matplotlib). It can run at any time: unfinished rows show
+what is done so far.
 
 Usage: python -m reproduce.summary OUT
 """
