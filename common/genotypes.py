@@ -1,4 +1,4 @@
-"""One genotype type for all five methods, its JSON form, the text forms, DOT export.
+"""One genotype type for all five methods, its JSON form, the text forms, random cells, DOT export and pictures.
 
 A cell is a list of intermediate nodes; a node is a list of (op, input) pairs
 and sums their outputs. States are numbered as in DARTS: the cell inputs first
@@ -12,15 +12,18 @@ covers every method's output:
 - NAS-Bench-201 cells (DARTS-PT): a single-input cell whose output is its last node.
 
 Usage: python -m common.genotypes show ARCH [--dataset cifar10] [--layers L] [--init_channels C] [--dot FILE]
+                                       [--draw FILE.png|FILE.svg]
        python -m common.genotypes list      every published genotype by name, with its source
 """
 import argparse
 import ast
 import functools
 import json
+import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -422,16 +425,23 @@ def published():
 
 
 def load(arch):
-    """A published name, a JSON file, a text form (`parse_text`) or a file holding one."""
+    """A published name, a JSON file, a text form (`parse_text`) or a file holding one, or
+    `random:SPACE:SEED` (the cells `random_genotype(SPACE, SEED)` draws)."""
     arch = str(arch).strip()
     if arch in published():
         return published()[arch][0]
+    if arch.startswith("random:"):
+        _, space, seed = (arch.split(":") + ["", ""])[:3]
+        if not seed.isdigit() or arch.count(":") != 2:
+            raise GenotypeError(f"{_short(arch)}: a random cell is random:SPACE:SEED, e.g. random:darts:0")
+        return random_genotype(space, int(seed))
     if arch.startswith(("Genotype(", "Genotype_nested(", "|")):
         return parse_text(arch)
     path = Path(arch) if len(arch) < 4096 else None
     if path is None or not path.is_file():
         raise GenotypeError(f"{_short(arch)} is neither a published genotype (python -m common.genotypes list), "
-                            "a file, a Genotype(...) / Genotype_nested(...) text nor a NAS-Bench-201 string")
+                            "a file, a Genotype(...) / Genotype_nested(...) text, a NAS-Bench-201 string "
+                            "nor random:SPACE:SEED")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -472,6 +482,39 @@ def derive_darts(weights, edge_ops, steps=4, num_inputs=2, k=2):
     return Cell(tuple(nodes), tuple(range(num_inputs, num_inputs + steps)), num_inputs)
 
 
+# ---------------------------------------------------------------- random cells
+
+def random_genotype(space, seed, steps=None):
+    """Cells drawn uniformly from a search space (`common.operations.SPACES` name or object), the
+    same draw for the same seed on every machine (Python's `random`, not torch's global state).
+
+    DARTS-like spaces: the random-search baseline of DARTS (Liu et al., 2019, Table 1), drawn as the random
+    search code of Li & Talwalkar (2019) draws it: in the normal and the reduction cell, each of
+    `steps` (4) nodes takes 2 distinct inputs among the states before it and, on each, one op of
+    that edge's candidates drawn uniformly; unlike that code, `none` is left out, as the DARTS
+    derivation leaves it out (no derived cell holds it). NAS-Bench-201: one of the 5 ops, `none`
+    included, on each of the 6 edges of its 3-node cell."""
+    from common.operations import get_space
+    try:
+        space = get_space(space) if isinstance(space, str) else space
+    except ValueError as e:
+        raise GenotypeError(str(e)) from None
+    rng = random.Random(seed)
+    if space.nb201:
+        nodes = tuple(tuple((rng.choice(space.ops(False, 0)), j) for j in range(i + 1)) for i in range(steps or 3))
+        return Genotype(normal=Cell(nodes, (len(nodes),), num_inputs=1)).validate()
+
+    def cell(reduction):
+        nodes, edge = [], 0  # edges are numbered node by node, inputs in order (as in DARTS' alphas)
+        for i in range(steps or 4):
+            inputs = sorted(rng.sample(range(2 + i), 2))
+            nodes.append(tuple((rng.choice([op for op in space.ops(reduction, edge + j) if op != "none"]), j)
+                               for j in inputs))
+            edge += 2 + i
+        return Cell(tuple(nodes), tuple(range(2, 2 + len(nodes))))
+    return Genotype(cell(False), cell(True)).validate()
+
+
 # ---------------------------------------------------------------- drawing
 
 def _cell_dot(cell, name, indent="  "):
@@ -502,21 +545,38 @@ def to_dot(g, title="genotype"):
     return "\n".join(lines + ["}"]) + "\n"
 
 
+def _graphviz(dot_path, out):
+    """Render a DOT file with Graphviz' `dot` program into `out` (its format from the suffix);
+    False when the program is not installed or fails."""
+    return bool(shutil.which("dot")) and subprocess.run(
+        ["dot", f"-T{Path(out).suffix[1:]}", str(dot_path), "-o", str(out)], capture_output=True).returncode == 0
+
+
 def export(folder, g, stem="genotype", **meta):
     """Write `stem`.json (with `meta`) and `stem`.dot into `folder`; render `stem`.svg and
-    `stem`.png too when Graphviz' `dot` program is installed. Returns the files written."""
+    `stem`.png too when Graphviz' `dot` program is installed (`draw` makes a picture without it).
+    Returns the files written."""
     folder = Path(folder)
     save(folder / f"{stem}.json", g, **meta)
     dot_path = folder / f"{stem}.dot"
     dot_path.write_text(to_dot(g, stem))
-    files = [folder / f"{stem}.json", dot_path]
+    pictures = [folder / f"{stem}.{fmt}" for fmt in ("svg", "png")]
+    return [folder / f"{stem}.json", dot_path, *(p for p in pictures if _graphviz(dot_path, p))]
+
+
+def draw(g, path, title=""):
+    """A picture of every cell of `g` in PATH (.png or .svg): Graphviz' `dot` when it is installed,
+    else matplotlib (`common.drawing`); None when neither is, else PATH."""
+    path = Path(path)
     if shutil.which("dot"):
-        for fmt in ("svg", "png"):
-            out = folder / f"{stem}.{fmt}"
-            if subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(out)],
-                              capture_output=True).returncode == 0:
-                files.append(out)
-    return files
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            dot_path = Path(tmp) / "cells.dot"
+            dot_path.write_text(to_dot(g, title or path.stem))
+            if _graphviz(dot_path, path):
+                return path
+    from common import drawing
+    return drawing.draw(g, path, title) if drawing.available() else None
 
 
 # ---------------------------------------------------------------- CLI
@@ -533,6 +593,8 @@ def main(argv=None):
     show.add_argument("--layers", type=int, default=None, help="default: 20 on CIFAR, 14 on ImageNet")
     show.add_argument("--init_channels", type=int, default=None, help="default: 36 on CIFAR, 48 on ImageNet")
     show.add_argument("--dot", default=None, help="also write the cells as Graphviz DOT to this file")
+    show.add_argument("--draw", default=None, metavar="FILE",
+                      help="also draw the cells into FILE (.png or .svg): Graphviz when installed, else matplotlib")
     sub.add_parser("list", help="every published genotype by name, with where it was published")
     args = parser.parse_args(argv)
     if args.cmd == "list":
@@ -544,6 +606,8 @@ def main(argv=None):
         for name, (_, source) in names.items():
             print(f"{name:{width}}  {source}")
         return
+    if args.draw and Path(args.draw).suffix not in (".png", ".svg"):
+        die(f"--draw {args.draw}: the picture's name must end in .png or .svg")
     try:
         g = load(args.arch)
     except GenotypeError as e:
@@ -560,6 +624,8 @@ def main(argv=None):
     print(g)
     if args.dot:
         Path(args.dot).write_text(to_dot(g, Path(args.arch).stem))
+    if args.draw and draw(g, args.draw, Path(args.arch).stem) is None:
+        die(f"--draw {args.draw}: install matplotlib (pip install -e \".[reproduce]\") or Graphviz to draw cells")
     print(json.dumps({"kind": g.kind, "dataset": args.dataset, "layers": layers, "init_channels": C,
                       "params_M": round(count_params(model), 4),
                       "mult_adds_M": round(count_madds(model, (1, 3, size, size)), 2),

@@ -2,7 +2,7 @@
 
 Usage (run_all.sh passes its arguments here):
   python -m reproduce [--methods msg_das,entrannas,darts_pt,darts_pd,d_darts,baselines] [--data DIR]
-                      [--imagenet DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke] [--plan]
+                      [--imagenet DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke | --demo] [--plan]
                       [--gpus G | --jobs N] [--retries R]
                       [--executor slurm --partition P [--gpus_per_job G] [--time H] [--account A]]
 
@@ -11,6 +11,9 @@ Usage (run_all.sh passes its arguments here):
   --voc DIR       also the Pascal VOC 2012 rows (segmentation)
   --seeds "..."   search seeds for every experiment instead of each paper's own
   --smoke         every kind of experiment, tiny, on the built-in synthetic data (minutes on a CPU)
+  --demo          every method's search, small, on the built-in synthetic data, its cell trained beside a
+                  random cell and DARTS_V2 (reproduce/demo.py; under 10 minutes on 2 CPU cores; --methods
+                  picks the searches)
   --plan          list every stage (command, resources, estimated GPU-hours, state) and the totals, and stop
 
 On this machine (--executor local, the default), each stage that needs a GPU runs on GPUs of its
@@ -37,6 +40,7 @@ from types import SimpleNamespace
 
 from common.utils import die
 from reproduce import engine, summary
+from reproduce.demo import demo
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import Context, PlanError, Row, plan, to_json
 
@@ -57,8 +61,9 @@ def parse_args(argv):
     p.add_argument("--imagenet", default="")
     p.add_argument("--voc", default="")
     p.add_argument("--seeds", default=None, help='e.g. "0 1": search seeds instead of the papers\' own')
-    p.add_argument("--out", default=None, help="default: results (results/smoke with --smoke)")
+    p.add_argument("--out", default=None, help="default: results (results/smoke, results/demo with --smoke, --demo)")
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--demo", action="store_true")
     p.add_argument("--plan", action="store_true")
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="local: this machine (default); slurm: a Slurm cluster, through submitit")
@@ -85,8 +90,11 @@ def parse_args(argv):
         die(f"--seeds {a.seeds!r}: give integers, e.g. --seeds \"0 1\"")
     if seeds is not None and (not seeds or min(seeds) < 0):
         die(f"--seeds {a.seeds!r}: give one or more non-negative integers")
-    if a.smoke and (a.imagenet or a.voc):
-        die("--smoke runs on the built-in synthetic data only; drop --imagenet / --voc")
+    if a.smoke and a.demo:
+        die("--smoke and --demo are two different runs; choose one")
+    if (a.smoke or a.demo) and (a.imagenet or a.voc):
+        die(f"--{'smoke' if a.smoke else 'demo'} runs on the built-in synthetic data only; "
+            "drop --imagenet / --voc")
     for flag, least in (("retries", 0), ("gpus", 0), ("jobs", 1), ("gpus_per_job", 1)):
         if getattr(a, flag) is not None and getattr(a, flag) < least:
             die(f"--{flag} {getattr(a, flag)}: give a whole number of at least {least}")
@@ -107,7 +115,7 @@ def parse_args(argv):
                 "drop one of them")
     cwd = Path.cwd()  # relative paths are the user's, not the repository's
     resolve = lambda d: str((cwd / Path(d).expanduser()).resolve()) if d else d  # noqa: E731
-    a.out = resolve(a.out or ("results/smoke" if a.smoke else "results"))
+    a.out = resolve(a.out or ("results/smoke" if a.smoke else "results/demo" if a.demo else "results"))
     if Path(a.out).exists() and not Path(a.out).is_dir():
         die(f"--out {a.out}: a file is there; give a folder")
     a.data, a.imagenet, a.voc = resolve(a.data), resolve(a.imagenet), resolve(a.voc)
@@ -120,7 +128,7 @@ def parse_args(argv):
 
 def make_plan(a):
     ctx = Context(smoke=a.smoke, data=a.data, imagenet=a.imagenet, voc=a.voc, seeds=a.seeds)
-    rows = [e for e in EXPERIMENTS if isinstance(e, Row) and e.paper in a.methods]
+    rows = demo(a.methods) if a.demo else [e for e in EXPERIMENTS if isinstance(e, Row) and e.paper in a.methods]
     try:
         return plan(rows, ctx)
     except PlanError as e:

@@ -247,8 +247,9 @@ class Context:
 
     def dataset_flags(self, dataset):
         """--dataset/--data for a paper's dataset, or the synthetic data in smoke mode (synthetic_seg for
-        segmentation); None when the data was not given (the row is then left out of the plan)."""
-        if self.smoke:
+        segmentation) and for the demo's rows, whose dataset it is; None when the data was not given
+        (the row is then left out of the plan)."""
+        if self.smoke or dataset == "synthetic":
             return ("--dataset", "synthetic_seg" if dataset == "voc" else "synthetic")
         if dataset == "imagenet":
             return ("--dataset", "imagenet", "--data", self.imagenet) if self.imagenet else None

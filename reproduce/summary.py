@@ -5,9 +5,10 @@ have finished, and writes OUT/summary.md and OUT/summary.json: one table per pap
 in the paper's order (the baselines the paper compares with, as printed), and for each of our rows
 the test error (mean ± sample std over its trainings, and the best; top-5 on ImageNet or where
 the paper prints it), parameters and multiply-adds (mean ± sample std over the trainings), search
-cost and memory measured on this run, the rule that chose its architecture, and the numbers of its
-measurements; then the figures (PNG, with matplotlib). It can run at any time: unfinished
-rows show what is done so far.
+cost and memory measured on this run, the rule that chose its architecture, the numbers of its
+measurements and the cells it trained, drawn under the table (OUT/cells/, with Graphviz or
+matplotlib); then the figures (PNG, with matplotlib). It can run at any time: unfinished rows show
+what is done so far.
 
 Usage: python -m reproduce.summary OUT
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import genotypes
 from reproduce import figures as figures_mod
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import Figure
@@ -108,7 +110,48 @@ def row_results(out, parts, stages):
         "measures": measures,
         "stages_done": sum((out / n / "summary.json").exists() for n in _row_stages(parts)),
         "stages": len(_row_stages(parts)),
+        "cells": trained_cells(parts, stages),
     }
+
+
+def trained_cells(parts, stages):
+    """The genotypes a row's trainings train (their --arch), each once, in order, with the picture
+    of their cells under OUT: {"arch", "genotype" (a file under OUT, or the name `load` takes),
+    "picture"}. A searched genotype OUT/X/genotype.json is drawn into OUT/cells/X/genotype.png,
+    a named one (DARTS_V2, random:darts:0) into OUT/cells/NAME.png."""
+    argv = {s["name"]: s["argv"] for s in stages}
+    cells = []
+    for name in parts["trainings"]:
+        arch = argv[name][argv[name].index("--arch") + 1]
+        if arch in (c["arch"] for c in cells):
+            continue
+        if arch.startswith("{out}/"):
+            genotype = arch[len("{out}/"):]
+            picture = f"cells/{Path(genotype).with_suffix('.png')}"
+        else:
+            genotype, picture = arch, "cells/" + "".join(c if c.isalnum() or c in "._-" else "-" for c in arch) + ".png"
+        cells.append({"arch": arch, "genotype": genotype, "picture": picture,
+                      "file": arch.startswith("{out}/")})
+    return cells
+
+
+def draw_cells(out, tables):
+    """Draw every trained genotype whose picture is missing or older than its genotype file, once
+    the stage that writes it is done (its summary.json, beside it); returns the pictures that
+    exist. Nothing is drawn without Graphviz or matplotlib."""
+    out, drawn = Path(out), set()
+    for c in (c for t in tables for r in t["rows"] for c in (r["ours"] or {}).get("cells", [])):
+        picture, source = out / c["picture"], out / c["genotype"] if c["file"] else None
+        if source is not None and not (source.parent / "summary.json").exists():
+            continue  # its stage has not finished
+        if not picture.exists() or (source is not None and source.stat().st_mtime > picture.stat().st_mtime):
+            try:
+                if genotypes.draw(genotypes.load(source or c["genotype"]), picture, c["genotype"]) is None:
+                    return drawn  # neither Graphviz nor matplotlib
+            except genotypes.GenotypeError:
+                continue
+        drawn.add(c["picture"])
+    return drawn
 
 
 def _row_stages(parts):
@@ -184,20 +227,32 @@ def figure_file(data):
     return f"figures/{data['paper']}-{slug}.png"
 
 
-def markdown(tables, figures=(), drawn=()):
+def markdown(tables, figures=(), drawn=(), pictures=()):
+    """summary.md: the tables, each followed by the pictures of the cells its rows trained (those in
+    `pictures`), then the figures (those in `drawn` as images)."""
     lines = ["# Results beside the papers", "",
              "Each table is a table of a paper, in its order. **ours**: test error of the last epoch, mean ± sample "
              "std over the trainings that finished (how many in brackets; top-5 where the paper prints it), the "
              "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost "
              "per searched architecture (GPU-hours on GPUs, else hours on the device named) and peak GPU memory; "
              "the rule that chose the architecture; the numbers measured (ours / paper where the paper prints "
-             "them; a test error read from a benchmark instead of trained says so). **paper**: as printed "
-             "(search cost in GPU-days, memory in GB). A row without ours is a baseline the paper cites.", ""]
+             "them; a test error read from a benchmark instead of trained says so); the cells trained, drawn "
+             "below the table. **paper**: as printed (search cost in GPU-days, memory in GB). A row without ours "
+             "is a baseline the paper cites; a table without the paper's numbers has no paper columns.", ""]
+    if not pictures and any((r["ours"] or {}).get("cells") for t in tables for r in t["rows"]):
+        lines += ["The cells are not drawn: install matplotlib (`pip install -e \".[reproduce]\"`) or Graphviz "
+                  "and run `python -m reproduce.summary OUT` again.", ""]
     for t in tables:
-        lines += [f"## {t['paper']}: {t['table']}", "",
-                  "| row | dataset | ours: error % | best | paper: error % | params M (ours / paper) | "
-                  "M-adds (ours / paper) | search cost (ours / paper GPU-days) | memory (ours MB / paper GB) | "
-                  "chosen by | measured |", "|" + "---|" * 11]
+        paper = any(r["paper"] for r in t["rows"])
+
+        def both(ours, theirs):  # "ours / paper", or ours alone in a table without the paper's numbers
+            return f"{ours} / {theirs}" if paper else ours
+        header = (["row", "dataset", "ours: error %", "best", "paper: error %", "params M (ours / paper)",
+                   "M-adds (ours / paper)", "search cost (ours / paper GPU-days)", "memory (ours MB / paper GB)"]
+                  if paper else ["row", "dataset", "test error %", "best", "params M", "M-adds", "search cost",
+                                 "memory MB"]) + ["chosen by", "measured", "cells"]
+        lines += [f"## {t['paper']}: {t['table']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        shown = []
         for r in t["rows"]:
             o, p = r["ours"] or {}, r["paper"] or {}
             top5 = r["dataset"] == "imagenet" or p.get("top5_error") is not None
@@ -207,18 +262,23 @@ def markdown(tables, figures=(), drawn=()):
             chosen = f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else "")
             measured = ", ".join(x for x in (*(f"error from {b}" for b in o.get("evaluated_by", [])),
                                              _measured(o.get("measures") or {}, p.get("metrics") or {})) if x)
+            cells = [c for c in o.get("cells", []) if c["picture"] in pictures]
+            shown += [(r["row"], c) for c in cells]
             ours = _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) + _top5(o, top5) if o else ""
-            lines.append(
-                f"| {r['row']}{' (baseline)' if r['baseline'] else ''} | {r['dataset']} | {ours} | "
-                f"{_f(o.get('test_error_best')) if o else ''} | "
-                f"{_err(p.get('test_error'), p.get('test_error_std')) + _top5(p, top5)} | "
-                f"{_err(o.get('params_M'), o.get('params_M_std'))} / "
-                f"{_err(p.get('params_M'), p.get('params_M_std'))} | "
-                f"{_err(o.get('mult_adds_M'), o.get('mult_adds_M_std'), digits=0)} / "
-                f"{_err(p.get('mult_adds_M'), p.get('mult_adds_M_std'), digits=0)} | "
-                f"{cost} / {_f(p.get('search_cost_gpu_days'))} | "
-                f"{_f(o.get('search_peak_memory_MB'), 0)} / {_f(p.get('search_memory_GB'), 1)} | {chosen} | {measured} |")
+            values = [f"{r['row']}{' (baseline)' if r['baseline'] else ''}", r["dataset"], ours,
+                      _f(o.get("test_error_best")) if o else ""]
+            values += [_err(p.get("test_error"), p.get("test_error_std")) + _top5(p, top5)] if paper else []
+            values += [both(_err(o.get("params_M"), o.get("params_M_std")),
+                            _err(p.get("params_M"), p.get("params_M_std"))),
+                       both(_err(o.get("mult_adds_M"), o.get("mult_adds_M_std"), digits=0),
+                            _err(p.get("mult_adds_M"), p.get("mult_adds_M_std"), digits=0)),
+                       both(cost, _f(p.get("search_cost_gpu_days"))),
+                       both(_f(o.get("search_peak_memory_MB"), 0), _f(p.get("search_memory_GB"), 1)), chosen, measured,
+                       " ".join(_cell_link(c, pictures) for c in o.get("cells", []))]
+            lines.append("| " + " | ".join(values) + " |")
         lines.append("")
+        for row, c in shown:
+            lines += [f"**{row}**, {_cell_name(c)}:", "", f"![{row}: {_cell_name(c)}]({c['picture']})", ""]
     for data in figures:
         lines += [f"## {data['paper']}: {data['figure']}, {data['title']}", ""]
         if figure_file(data) in drawn:
@@ -228,6 +288,17 @@ def markdown(tables, figures=(), drawn=()):
             lines.append(f"- {s['label']}: {pts or 'nothing finished yet'}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell_name(cell):
+    """A trained genotype as the summary names it: its stage folder, or its name."""
+    return str(Path(cell["genotype"]).parent) if cell["file"] else cell["genotype"]
+
+
+def _cell_link(cell, pictures):
+    """Its picture when drawn, else its genotype file, else its name."""
+    target = cell["picture"] if cell["picture"] in pictures else cell["genotype"] if cell["file"] else None
+    return f"[{_cell_name(cell)}]({target})" if target else _cell_name(cell)
 
 
 def main(argv=None):
@@ -241,8 +312,9 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     drawn = [figure_file(d) for d in figures if figures_mod.draw(d, out / figure_file(d))]
+    pictures = draw_cells(out, tables)
     (out / "summary.json").write_text(json.dumps({"tables": tables, "figures": figures}, indent=1, default=str) + "\n")
-    (out / "summary.md").write_text(markdown(tables, figures, drawn))
+    (out / "summary.md").write_text(markdown(tables, figures, drawn, pictures))
     print(f"{out / 'summary.md'}: {sum(len(t['rows']) for t in tables)} rows in {len(tables)} tables")
     return 0
 

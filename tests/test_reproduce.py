@@ -119,7 +119,8 @@ def test_summary_uses_the_sample_std(tmp_path):
             {"final_top1": 100 - e, "final_top5": 99 - e, "params_M": params[i], "mult_adds_M": madds[i]}))
         names.append(f"t{i}")
     parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": names, "measures": []}
-    r = summary.row_results(tmp_path, parts, [])
+    stages = [{"name": n, "argv": ["-m", "common.train_eval", "--arch", "DARTS_V2"]} for n in names]
+    r = summary.row_results(tmp_path, parts, stages)
     assert r["test_error"] == pytest.approx(3.0) and r["test_error_std"] == pytest.approx(1.0)  # n-1
     assert r["test_error_best"] == 2.0 and r["finished"] == 3 and r["top5_error"] == pytest.approx(4.0)
     # the spread of parameters and multiply-adds over the trainings (DARTS-PD's † row: 3.7 ± 0.2, 580 ± 14)
