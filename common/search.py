@@ -22,8 +22,9 @@ import torch
 import torch.nn as nn
 
 from common.genotypes import export
-from common.utils import (AverageMeter, MetricsLog, Progress, check_finite, checkpoint_fits, gather_rng_states, log,
-                          rank, resume_state, save_checkpoint, set_rng_state, world_size, write_json)
+from common.utils import (AverageMeter, MetricsLog, Progress, check_finite, checkpoint_fits, compile_report,
+                          gather_rng_states, log, rank, resume_state, save_checkpoint, set_rng_state, world_size,
+                          write_json)
 
 
 def batches(train_queue, valid_queue):
@@ -124,6 +125,8 @@ def search_loop(args, searcher, train_queue, valid_queue, save, device, method, 
         summary = " ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
         log.info("%s %s", progress.line(epoch), summary)
         log.info("genotype %s", record["genotype"])
+        if report := compile_report():
+            log.info("%s", report)
     genotype = searcher.genotype()
     if rank() == 0:
         cost = search_cost(time.time() - t0, device)

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from common.data import add_data_args, search_loaders
 from common.search import Checkpointed, frozen_bn_stats, search_loop
 from common.train_eval import evaluate
-from common.utils import (accuracy, add_run_args, amp_autocast, check_run, count_params, die, get_device, log,
-                          set_seed, setup_run)
+from common.utils import (accuracy, add_run_args, add_speed_args, amp_autocast, check_run, count_params, die, fused,
+                          get_device, log, set_seed, setup_run, speed_up)
 from d_darts.model_search import (PARSE_METHODS, SearchNetwork, ablation_loss, dominant_shares, parse_genotype,
                                   total_loss, zero_one_loss)
 from d_darts.parse import write_parsings
@@ -54,6 +54,7 @@ def get_parser():
     p.add_argument("--parse", choices=PARSE_METHODS, default="sparse", help="the parsing of genotype.json")
     p.add_argument("--threshold", type=float, default=0.8, help="sigmoid threshold of sparse/edge parsing")
     add_run_args(p, seed=2)
+    add_speed_args(p)
     add_data_args(p, search=True)
     return p
 
@@ -80,14 +81,16 @@ class Searcher(Checkpointed):
         self.args, self.device = args, device
         self.net = SearchNetwork(args.init_channels, num_classes, args.layers,
                                  share_alphas=args.share_alphas).to(device)
+        speed_up(self.net, args)
         self.alphas, self.weights = self.net.alphas(), self.net.weights()
         self.w_optimizer = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
-                                           weight_decay=args.weight_decay)
+                                           weight_decay=args.weight_decay, **fused(device))
         self.w_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, args.epochs,
                                                                       eta_min=args.learning_rate_min)
         # Sec. 4.1, Fig. 2: every cell has its own optimizer and its own scheduler.
         self.cell_optimizers = [torch.optim.Adam([a], args.arch_learning_rate, betas=(0.9, 0.999),
-                                                 weight_decay=args.arch_weight_decay) for a in self.alphas]
+                                                 weight_decay=args.arch_weight_decay, **fused(device))
+                                for a in self.alphas]
         self.cell_schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, args.epochs,
                                                                            eta_min=args.arch_learning_rate_min)
                                 for o in self.cell_optimizers]

@@ -45,11 +45,11 @@ from common.data import (Loader, add_data_args, get_dataset, image_size, is_imag
                          make_loader, num_classes, pipeline, search_loaders, search_split, transforms)
 from common.search import Checkpointed, search_cost, search_loop, write_summary  # noqa: E402
 from common.train_eval import evaluate, lr_factor  # noqa: E402
-from common.utils import (DONE, KEEP, AverageMeter, MetricsLog, Progress, accuracy, add_run_args, agree,  # noqa: E402
-                          amp_autocast, check_finite, check_run, checkpoint_fits, clear_folder, die, folder_problem,
-                          gather_rng_states, get_device, init_distributed, is_main, load_checkpoint, log, rank,
-                          resume_state, run_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size,
-                          write_args)
+from common.utils import (DONE, KEEP, AverageMeter, MetricsLog, Progress, accuracy, add_run_args,  # noqa: E402
+                          add_speed_args, agree, amp_autocast, check_finite, check_run, checkpoint_fits, clear_folder,
+                          compile_report, die, folder_problem, fused, gather_rng_states, get_device, init_distributed,
+                          is_main, load_checkpoint, log, rank, resume_state, run_state, save_checkpoint, set_rng_state,
+                          set_seed, setup_run, speed_up, world_size, write_args)
 from darts_pd.model_search import (PRIMITIVES, Evolution, FairSchedule, PathCost, PathGroups, PathNet,  # noqa: E402
                                    PrunedNetwork, SearchNetwork, generation, path_genotype, pruned_edges,
                                    random_pruned)
@@ -132,6 +132,7 @@ def get_parser():
     g.add_argument("--eval_layers", type=int, help="cells of the evaluation network the buckets count (train.py)")
     g.add_argument("--eval_init_channels", type=int, help="its channels (train.py: 36 CIFAR, 48 ImageNet)")
     add_run_args(p, seed=2)
+    add_speed_args(p)
     add_data_args(p, search=True)
     p.set_defaults(lr_scheduler="cosine")  # both stages: cosine (lr_factor reads it)
     return p
@@ -219,11 +220,12 @@ class Searcher(Checkpointed):
         self.net = SearchNetwork(args.init_channels, num_classes, args.layers, args.K,
                                  is_imagenet_like(args)).to(device)
         broadcast_state(self.net)
+        speed_up(self.net, args)
         self.weights, self.arch = self.net.weights(), self.net.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.a_opt = torch.optim.Adam(self.arch, args.arch_learning_rate, betas=(0.5, 0.999),
-                                      weight_decay=args.arch_weight_decay)
+                                      weight_decay=args.arch_weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.w_opt, lambda e: lr_factor(e, args))
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
         self.criterion = nn.CrossEntropyLoss()
@@ -356,11 +358,12 @@ class FairTrainer(Checkpointed):
         self.net = PrunedNetwork(self.pruned, args.init_channels, num_classes, args.layers,
                                  is_imagenet_like(args), args.frozen_alpha).to(device)
         broadcast_state(self.net)
+        speed_up(self.net, args)
         k = len(pruned_edges(self.pruned)[0][2])
         self.groups = PathGroups(self.net.num_edges, k, args.seed)  # same seed: same groups on every rank
         self.schedule = FairSchedule(steps_per_epoch, args.fair_epochs, len(self.groups), args.whole_passes)
         self.optimizer = torch.optim.SGD(self.net.parameters(), args.fair_learning_rate, momentum=args.momentum,
-                                         weight_decay=args.fair_weight_decay)
+                                         weight_decay=args.fair_weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.schedule.epochs,
                                                                     args.learning_rate_min)
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
@@ -465,6 +468,8 @@ def run_stage2(args, device):
                                                  "schedule": dataclasses.asdict(schedule),
                                                  "wall_time_s": time.time() - t0, "rng": gather_rng_states()})
         log.info("%s %s", progress.line(epoch), " ".join(f"{n} {v:.4g}" for n, v in record.items() if n != "epoch"))
+        if report := compile_report():
+            log.info("%s", report)
     trainer.save(save / "supernet.pt", classes)
     if is_main():
         write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 2",
@@ -548,7 +553,7 @@ class PathSearch:
 
     def __init__(self, args, num_classes, device, supernet=None):
         self.args, self.device = args, device
-        self.net = supernet if supernet is not None else load_supernet(args, num_classes, device)
+        self.net = supernet if supernet is not None else speed_up(load_supernet(args, num_classes, device), args)
         self.net.drop_path_prob = 0.0
         self.pruned = self.net.pruned
         train_queue = fair_loader(args, cutout=False)
@@ -645,6 +650,8 @@ def run_stage3(args, device):
         save_checkpoint(save / "checkpoint.pt", {"search": search.state_dict(), "wall_time_s": time.time() - t0})
         log.info("%s evaluated %d best %.2f%% in %d buckets", progress.line(gen).replace("epoch", "generation"),
                  len(evo.fitness), record["best_top1"], len(best))
+        if report := compile_report():
+            log.info("%s", report)
     if is_main():
         entries = write_stage3(search, a)
         write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 3",

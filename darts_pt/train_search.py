@@ -28,9 +28,9 @@ from common.data import add_data_args, search_loaders
 from common.operations import get_space
 from common.search import Checkpointed, search_loop
 from common.train_eval import evaluate
-from common.utils import (accuracy, add_run_args, amp_autocast, average_gradients, broadcast_params, check_run,
-                          count_params, die, get_device, init_distributed, is_main, log, save_checkpoint, set_seed,
-                          setup_run, world_size)
+from common.utils import (accuracy, add_run_args, add_speed_args, amp_autocast, average_gradients, broadcast_params,
+                          check_run, count_params, die, fused, get_device, init_distributed, is_main, log,
+                          save_checkpoint, set_seed, setup_run, speed_up, world_size)
 from darts_pt.model_search import DartsSuperNet, NB201SuperNet
 from darts_pt.selection import argmax, decide_op
 
@@ -87,6 +87,7 @@ def get_parser():
                    help="the op of a decided edge: pt, by perturbation (SGAS+PT, default); mag, SGAS' arg-max alpha")
     add_nb201_arg(p)
     add_run_args(p, seed=2)
+    add_speed_args(p)
     add_data_args(p, search=True)
     return p
 
@@ -177,13 +178,15 @@ class Searcher(Checkpointed):
                 a.data.zero_()
                 a.requires_grad_(False)
         broadcast_params(list(self.model.parameters()))
+        speed_up(self.model, args)
         self.alphas, self.w_params = self.model.arch_parameters(), self.model.weight_parameters()
         self.criterion = nn.CrossEntropyLoss()
         self.w_opt = torch.optim.SGD(self.w_params, args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs, args.learning_rate_min)
         self.a_opt = None if args.method == "blank" else torch.optim.Adam(
-            self.alphas, args.arch_learning_rate, betas=(0.5, 0.999), weight_decay=args.arch_weight_decay)
+            self.alphas, args.arch_learning_rate, betas=(0.5, 0.999), weight_decay=args.arch_weight_decay,
+            **fused(device))
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
         self.epsilon = EPSILON_START if args.method.startswith("sdarts") else 0.0
         self.tuning = False
@@ -199,7 +202,7 @@ class Searcher(Checkpointed):
         """Sec. 4.2: tuning between two decisions: a fresh SGD at the constant rate `lr` for the weights;
         alpha keeps its optimizer; SDARTS perturbs with its largest epsilon."""
         self.w_opt = torch.optim.SGD(self.w_params, lr, momentum=self.args.momentum,
-                                     weight_decay=self.args.weight_decay)
+                                     weight_decay=self.args.weight_decay, **fused(self.device))
         self.scheduler = None
         self.tuning = True
         if self.args.method.startswith("sdarts"):

@@ -30,9 +30,9 @@ from common.data import add_data_args, is_imagenet_like, make_loader, search_loa
 from common.genotypes import export  # noqa: E402
 from common.search import Checkpointed, search_loop  # noqa: E402
 from common.train_eval import evaluate  # noqa: E402
-from common.utils import (accuracy, add_run_args, all_reduce_mean, amp_autocast, broadcast_params,  # noqa: E402
-                          check_run, die, get_device, init_distributed, is_main, log, set_seed, setup_run,
-                          world_size)
+from common.utils import (accuracy, add_run_args, add_speed_args, all_reduce_mean, amp_autocast,  # noqa: E402
+                          broadcast_params, check_run, die, fused, get_device, init_distributed, is_main, log, set_seed,
+                          setup_run, speed_up, world_size)
 from entrannas.model_search import ENGINE_PLACEMENTS, ChildNet, Network  # noqa: E402
 
 # Sec. 4.2 (CIFAR-10) and Sec. 4.3 (ImageNet); the rest of the defaults are shared.
@@ -78,6 +78,7 @@ def get_parser():
     g.add_argument("--dst", action="store_true", help="EnTranNAS-DST: learnable thresholds and topology (Sec. 2.4)")
     g.add_argument("--dst_lambda", type=float, help="lambda of the sparsity term of Eq. (11) (0.1 CIFAR, 0.2 ImageNet)")
     add_run_args(p)
+    add_speed_args(p)
     add_data_args(p, search=True)
     return p
 
@@ -143,11 +144,12 @@ class Searcher(Checkpointed):
         except ValueError as e:
             die(str(e))
         broadcast_params(self.model.parameters())  # one super-net on every rank
+        speed_up(self.model, args)
         self.weights, self.arch = self.model.weight_parameters(), self.model.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.a_opt = torch.optim.Adam(self.arch, args.arch_learning_rate, betas=tuple(args.arch_betas),
-                                      weight_decay=args.arch_weight_decay)
+                                      weight_decay=args.arch_weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs, args.learning_rate_min)
         amp = args.amp and device.type == "cuda"
         self.w_scaler = torch.amp.GradScaler(device.type, enabled=amp)

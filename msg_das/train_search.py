@@ -19,7 +19,8 @@ from common.data import add_data_args, search_loaders
 from common.operations import DARTS_OPS
 from common.search import Checkpointed, frozen_bn_stats, search_loop
 from common.train_eval import evaluate
-from common.utils import accuracy, add_run_args, amp_autocast, check_run, die, get_device, set_seed, setup_run
+from common.utils import (accuracy, add_run_args, add_speed_args, amp_autocast, check_run, die, fused, get_device,
+                          set_seed, setup_run, speed_up)
 from msg_das.model_search import Network
 
 NUM_OPS = len(DARTS_OPS)  # the DARTS ops with `none` (Sec. 4.2)
@@ -61,6 +62,7 @@ def get_parser():
     p.add_argument("--drop_block_steps", type=int, default=4,
                    help="the rate starts at 0 and rises by prob/steps at `steps` evenly spaced epochs")
     add_run_args(p, seed=0)
+    add_speed_args(p)
     add_data_args(p, search=True)
     return p
 
@@ -149,12 +151,13 @@ class Searcher(Checkpointed):
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
         self.net = Network(args.init_channels, num_classes, args.layers, block_size=args.drop_block_size).to(device)
+        speed_up(self.net, args)
         self.w_opt = torch.optim.SGD(self.net.weight_parameters(), args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs,
                                                                     eta_min=args.learning_rate_min)
         self.a_opt = torch.optim.Adam(self.net.arch_parameters(), args.arch_learning_rate,
-                                      betas=tuple(args.arch_betas), weight_decay=args.arch_weight_decay)
+                                      betas=tuple(args.arch_betas), weight_decay=args.arch_weight_decay, **fused(device))
         self.amp = args.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.start_epoch(0)
