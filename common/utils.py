@@ -117,28 +117,37 @@ def broadcast_params(params):
 
 
 def amp_autocast(device, enabled):
-    """float16 autocast on CUDA when `enabled`; a no-op elsewhere."""
-    return torch.autocast(device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda")
+    """float16 autocast on CUDA when `enabled`; a no-op elsewhere. While a CUDA graph is recorded
+    its cache of float16 weights is off (PyTorch's rule for autocast in CUDA graphs)."""
+    cuda = device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.float16, enabled=enabled and cuda,
+                          cache_enabled=not (cuda and torch.cuda.is_current_stream_capturing()))
 
 
 # ---------------------------------------------------------------- the same computation, faster
 
-def add_speed_args(parser):
-    """`--compile` and `--channels_last`: they change how fast the network computes, not what
-    (README "Search cost"), so a resumed run may change them."""
+def add_speed_args(parser, cuda_graph=False):
+    """`--compile`, `--channels_last` and, for the searches whose step is static, `--cuda_graph`:
+    they change how fast the network computes, not what (README "Search cost"), so a resumed run
+    may change them."""
     g = parser.add_argument_group("speed (the same computation, faster)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile every op of the network, each once per shape and reused by every copy of "
                         "it, so sampled paths and decisions never recompile (the first steps compile)")
     g.add_argument("--channels_last", action="store_true",
                    help="keep the feature maps channels-last (NHWC), the layout of cuDNN's float16 convolutions")
+    if cuda_graph:
+        g.add_argument("--cuda_graph", action="store_true",
+                       help="CUDA only: record the whole search step as a CUDA graph and replay it (recorded again "
+                            "when the epoch's schedules or the selection change)")
     return g
 
 
-def fused(device):
+def fused(device, capturable=False):
     """Optimizer options: on CUDA one fused kernel updates every tensor (the same SGD / Adam update,
-    instead of a kernel per operation per tensor group); the default elsewhere."""
-    return {"fused": True} if device.type == "cuda" else {}
+    instead of a kernel per operation per tensor group), and with `capturable` (Adam) its step count
+    lives on the GPU so that a CUDA graph can hold the step; the default elsewhere."""
+    return {"fused": True, **({"capturable": True} if capturable else {})} if device.type == "cuda" else {}
 
 
 # Graphs one op may need: train / eval mode, with / without gradients, BN statistics tracked or
@@ -285,7 +294,7 @@ KEEP = ("console.txt", LOCK)  # what --overwrite leaves: a driver's console log,
 # Flags a resumed run may change: where things are, how they are loaded, how fast they compute;
 # not what is computed.
 MAY_CHANGE_ON_RESUME = {"save", "resume", "overwrite", "data", "download", "workers", "device", "report_freq",
-                        "compile", "channels_last"}
+                        "compile", "channels_last", "cuda_graph"}
 _locks = {}  # run folder -> open file descriptor of its lock, held until this process ends
 
 

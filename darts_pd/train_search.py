@@ -43,7 +43,8 @@ if __package__ in (None, ""):  # run as `python darts_pd/train_search.py`
 from common import genotypes  # noqa: E402
 from common.data import (Loader, add_data_args, get_dataset, image_size, is_imagenet_like, limit,  # noqa: E402
                          make_loader, num_classes, pipeline, search_loaders, search_split, transforms)
-from common.search import Checkpointed, search_cost, search_loop, write_summary  # noqa: E402
+from common.search import (Checkpointed, check_cuda_graph, search_cost, search_loop, step_graph,  # noqa: E402
+                           write_summary)
 from common.train_eval import evaluate, lr_factor  # noqa: E402
 from common.utils import (DONE, KEEP, AverageMeter, MetricsLog, Progress, accuracy, add_run_args,  # noqa: E402
                           add_speed_args, agree, amp_autocast, check_finite, check_run, checkpoint_fits, clear_folder,
@@ -132,7 +133,7 @@ def get_parser():
     g.add_argument("--eval_layers", type=int, help="cells of the evaluation network the buckets count (train.py)")
     g.add_argument("--eval_init_channels", type=int, help="its channels (train.py: 36 CIFAR, 48 ImageNet)")
     add_run_args(p, seed=2)
-    add_speed_args(p)
+    add_speed_args(p, cuda_graph=True)
     add_data_args(p, search=True)
     p.set_defaults(lr_scheduler="cosine")  # both stages: cosine (lr_factor reads it)
     return p
@@ -225,18 +226,28 @@ class Searcher(Checkpointed):
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
                                      weight_decay=args.weight_decay, **fused(device))
         self.a_opt = torch.optim.Adam(self.arch, args.arch_learning_rate, betas=(0.5, 0.999),
-                                      weight_decay=args.arch_weight_decay, **fused(device))
+                                      weight_decay=args.arch_weight_decay, **fused(device, capturable=True))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.w_opt, lambda e: lr_factor(e, args))
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
         self.criterion = nn.CrossEntropyLoss()
         self.epoch = 0
+        self.graph = step_graph(self.iteration, args, device)
 
     def start_epoch(self, epoch):
         self.epoch = epoch
 
     def step(self, train_batch, valid_batch):
-        a, net = self.args, self.net
         x, y = (t.to(self.device, non_blocking=True) for t in train_batch)
+        xv, yv = (t.to(self.device, non_blocking=True) for t in valid_batch)
+        t = self.graph(self.epoch, x, y, xv, yv) if self.graph else self.iteration(x, y, xv, yv)
+        out = {"train_loss": t["train_loss"].item(), "train_top1": accuracy(t["logits"], y)[0]}
+        return {**out, "valid_loss": t["valid_loss"].item()} if "valid_loss" in t else out
+
+    def iteration(self, x, y, xv, yv):
+        """The weight step, then (after `begin`) the architecture step, on tensors and without a host
+        synchronisation (a CUDA graph can hold it, `common.search.StepGraph`: the recorded step
+        depends on the epoch only)."""
+        a, net = self.args, self.net
         net.train()
         self.w_opt.zero_grad(set_to_none=True)
         with amp_autocast(self.device, a.amp):  # Alg. 1: descend grad_w L_train(w, alpha)
@@ -248,9 +259,8 @@ class Searcher(Checkpointed):
             self.scaler.unscale_(self.w_opt)
             nn.utils.clip_grad_norm_(self.weights, a.grad_clip)
         self.scaler.step(self.w_opt)
-        out = {"train_loss": loss.item(), "train_top1": accuracy(logits.detach(), y)[0]}
+        out = {"train_loss": loss.detach(), "logits": logits.detach()}
         if self.epoch >= a.begin:  # Alg. 1: descend grad_alpha L_val(w, alpha); PC-DARTS waits `begin` epochs
-            xv, yv = (t.to(self.device, non_blocking=True) for t in valid_batch)
             self.a_opt.zero_grad(set_to_none=True)
             with amp_autocast(self.device, a.amp):
                 loss_val = self.criterion(net(xv), yv)
@@ -260,7 +270,7 @@ class Searcher(Checkpointed):
                 self.scaler.unscale_(self.a_opt)
                 nn.utils.clip_grad_norm_(self.arch, a.arch_grad_clip)
             self.scaler.step(self.a_opt)
-            out["valid_loss"] = loss_val.item()
+            out["valid_loss"] = loss_val.detach()
         self.scaler.update()
         return out
 
@@ -690,6 +700,7 @@ def main(argv=None):
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
+    check_cuda_graph(args, device)  # stage 1's step
     check_run(args, "search-darts_pd", nested=True)
     run = Path(args.save)
     stages = [1, 2, 3] if args.stage == "all" else [int(args.stage)]

@@ -149,7 +149,7 @@ class Searcher(Checkpointed):
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
                                      weight_decay=args.weight_decay, **fused(device))
         self.a_opt = torch.optim.Adam(self.arch, args.arch_learning_rate, betas=tuple(args.arch_betas),
-                                      weight_decay=args.arch_weight_decay, **fused(device))
+                                      weight_decay=args.arch_weight_decay, **fused(device, capturable=True))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs, args.learning_rate_min)
         amp = args.amp and device.type == "cuda"
         self.w_scaler = torch.amp.GradScaler(device.type, enabled=amp)

@@ -156,8 +156,8 @@ class Searcher(Checkpointed):
                                      weight_decay=args.weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs,
                                                                     eta_min=args.learning_rate_min)
-        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), args.arch_learning_rate,
-                                      betas=tuple(args.arch_betas), weight_decay=args.arch_weight_decay, **fused(device))
+        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), args.arch_learning_rate, betas=tuple(args.arch_betas),
+                                      weight_decay=args.arch_weight_decay, **fused(device, capturable=True))
         self.amp = args.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.start_epoch(0)

@@ -14,6 +14,7 @@ from common import train_eval
 from common.genotypes import load
 from common.network import build_network
 from common.operations import ReLUConvBN, get_space
+from common.search import StepGraph
 from common.utils import compile_ops, compiled_graphs, folder_problem, regions
 from darts_pt.model_search import DartsSuperNet
 from darts_pt.selection import op_strength
@@ -193,6 +194,16 @@ def test_evaluation_network_epochs():
     assert graphs[1] == graphs[0]
 
 
+def test_channels_last_steps():
+    def run(channels_last):
+        s, _ = _searcher("darts_pt", ["--channels_last"] if channels_last else [], False)
+        if channels_last:
+            assert s.model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+        return [s.step(*b) for b in _batches(2)], s.model.state_dict(), None
+
+    _both(run)
+
+
 def test_inductor_compiles_an_op_to_the_same_forward_and_backward():
     torch.manual_seed(0)
     op, x = ReLUConvBN(4, 4, 1, 1, 0, affine=False), torch.randn(2, 4, 4, 4, requires_grad=True)
@@ -217,3 +228,71 @@ def test_a_resumed_run_may_change_the_speed_flags(tmp_path):
     assert folder_problem(tmp_path, args) is None
     (tmp_path / "args.json").write_text(json.dumps({**vars(args), "layers": 2}))
     assert "--layers" in folder_problem(tmp_path, args)
+
+
+# ---------------------------------------------------------------- --cuda_graph, on a CPU
+
+class NoHostSync(torch.overrides.TorchFunctionMode):
+    """Raises on what would synchronise a CUDA device with the host inside a recorded step."""
+    SYNC = {"item", "tolist", "numpy", "cpu", "nonzero", "unique", "masked_select", "__bool__", "__int__",
+            "__float__", "__index__"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.SYNC:
+            raise AssertionError(f"host synchronisation: {func.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+class ReplayedOnCPU(StepGraph):
+    """StepGraph's bookkeeping with CUDA's recording emulated: recording runs nothing, a replay runs
+    the step on the fixed input tensors."""
+
+    def __init__(self, step):
+        self.step, self.key, self.graph = step, None, None
+        self.runs = []
+
+    def warm_up(self, *tensors):
+        self.runs.append("eager")
+        return self.step(*tensors)
+
+    def record(self):
+        return "graph"
+
+    def replay(self):
+        self.runs.append("replay")
+        return self.step(*self.inputs)
+
+
+@pytest.mark.parametrize("module, flags", [
+    ("darts_pt", []), ("darts_pt", ["--unrolled"]), ("darts_pt", ["--method", "sdarts-adv"]),
+    ("darts_pt", ["--method", "sdarts-rs"]), ("darts_pt", ["--method", "blank"]),
+    ("d_darts", []), ("d_darts", ["--ablation_loss", "differentiable"]), ("darts_pd", ["--stage", "1"])])
+def test_recordable_steps_do_not_synchronise_with_the_host(module, flags, monkeypatch):
+    ts = importlib.import_module(f"{module}.train_search")
+    monkeypatch.setattr(ts, "fused", lambda device, capturable=False: {"fused": True})  # the optimizers of CUDA
+    s, args = _searcher(module, ["--layers", "3", *flags], False)  # normal cells too
+    s.start_epoch(args.epochs - 1)
+    (x, y), (xv, yv) = _batches(1)[0]
+    batches = (xv, yv, x, y) if module == "d_darts" else (x, y, xv, yv)
+    s.iteration(*batches)  # the first step creates the optimizers' state
+    with NoHostSync():
+        s.iteration(*batches)
+
+
+def test_a_replayed_step_is_the_eager_step_once_per_batch():
+    b = _batches(5)
+    b[2] = tuple((x[:3], y[:3]) for x, y in b[2])  # a smaller batch: eagerly
+
+    def run(replayed):
+        s, _ = _searcher("darts_pt", [], False)
+        if replayed:
+            s.graph = ReplayedOnCPU(s.iteration)
+        out = []
+        for i, batch in enumerate(b):
+            if i in (0, 3):
+                s.start_epoch(i)  # new schedules: recorded again
+            out.append(s.step(*batch))
+        return out, s.model.state_dict(), s.graph and s.graph.runs
+
+    runs = _both(run)  # the same steps, so every batch was stepped on once
+    assert runs == ["eager", "replay", "eager", "replay"]  # batch 2 (smaller) ran eagerly in between
