@@ -111,26 +111,32 @@ def train_loss(logits, logits_aux, y, args):
     return loss
 
 
+def train_step(model, x, y, optimizer, scaler, args, device):
+    """One SGD step with gradient clipping on the batch (x, y); returns (loss, logits), detached."""
+    with amp_autocast(device, args.amp):
+        logits, logits_aux = model(x)
+        loss = train_loss(logits, logits_aux, y, args)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if args.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
 def train_epoch(model, loader, optimizer, scaler, args, device):
-    """One epoch of SGD steps with gradient clipping; returns (mean loss, mean top-1) over the epoch."""
+    """One epoch of `train_step`s; returns (mean loss, mean top-1) over the epoch."""
     model.train()
     loss_m, top1_m = AverageMeter(), AverageMeter()
     for step, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with amp_autocast(device, args.amp):
-            logits, logits_aux = model(x)
-            loss = train_loss(logits, logits_aux, y, args)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if args.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        loss, logits = train_step(model, x, y, optimizer, scaler, args, device)
         value = loss.item()
         check_finite({"train_loss": value}, f"at training step {step + 1}")
         loss_m.update(value, len(y))
-        top1_m.update(accuracy(logits.detach(), y)[0], len(y))
+        top1_m.update(accuracy(logits, y)[0], len(y))
         if args.report_freq and step % args.report_freq == 0:
             log.info("train step %d loss %.4f top1 %.2f", step, loss_m.avg, top1_m.avg)
     return loss_m.avg, top1_m.avg
