@@ -97,11 +97,13 @@ class StepGraph:
     must be capturable; what a replay returns is overwritten by the next one. For each key the first
     batch runs eagerly on the recording stream (a real step, which creates the optimizer state and
     lets cuDNN choose its kernels), the next one is recorded and replayed; a batch of another shape
-    (an epoch's last, smaller batch) runs eagerly. Every batch is stepped on once, and a replay
-    runs exactly the kernels of the eager step, on copies of the batch at fixed addresses."""
+    (an epoch's last, smaller batch) runs eagerly; a key that changes at every call never records
+    (every step eager). Every batch is stepped on once, and a replay runs exactly the kernels of the
+    eager step, on copies of the batch at fixed addresses."""
 
-    def __init__(self, step):
+    def __init__(self, step, pool=None):
         self.step, self.key, self.graph = step, None, None
+        self.pool = torch.cuda.graph_pool_handle() if pool is None else pool
         self.stream = torch.cuda.Stream()
 
     def __call__(self, key, *tensors):
@@ -129,7 +131,7 @@ class StepGraph:
         """The graph of `step` on `self.inputs` (recording runs nothing); `self.out` its outputs."""
         graph = torch.cuda.CUDAGraph()
         # thread_local: the loaders' pinning thread may use CUDA meanwhile
-        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, self.pool, self.stream, capture_error_mode="thread_local"):
             self.out = self.step(*self.inputs)
         return graph
 
@@ -147,10 +149,11 @@ def check_cuda_graph(args, device):
             die("--cuda_graph records one process' step: run without torchrun, or leave --cuda_graph out")
 
 
-def step_graph(step, args, device):
-    """A `StepGraph` of `step` with `--cuda_graph`, else None."""
+def step_graph(step, args, device, pool=None):
+    """A `StepGraph` of `step` with `--cuda_graph`, else None. Steps that always run one after the
+    other may share the memory of their recordings (`pool`: the first one's `.pool`)."""
     check_cuda_graph(args, device)
-    return StepGraph(step) if getattr(args, "cuda_graph", False) else None
+    return StepGraph(step, pool) if getattr(args, "cuda_graph", False) else None
 
 
 def search_epoch(searcher, train_queue, valid_queue, epoch):

@@ -266,17 +266,23 @@ class ReplayedOnCPU(StepGraph):
 @pytest.mark.parametrize("module, flags", [
     ("darts_pt", []), ("darts_pt", ["--unrolled"]), ("darts_pt", ["--method", "sdarts-adv"]),
     ("darts_pt", ["--method", "sdarts-rs"]), ("darts_pt", ["--method", "blank"]),
-    ("d_darts", []), ("d_darts", ["--ablation_loss", "differentiable"]), ("darts_pd", ["--stage", "1"])])
+    ("d_darts", []), ("d_darts", ["--ablation_loss", "differentiable"]), ("darts_pd", ["--stage", "1"]),
+    ("entrannas", []), ("entrannas", ["--dst"])])
 def test_recordable_steps_do_not_synchronise_with_the_host(module, flags, monkeypatch):
     ts = importlib.import_module(f"{module}.train_search")
     monkeypatch.setattr(ts, "fused", lambda device, capturable=False: {"fused": True})  # the optimizers of CUDA
     s, args = _searcher(module, ["--layers", "3", *flags], False)  # normal cells too
     s.start_epoch(args.epochs - 1)
     (x, y), (xv, yv) = _batches(1)[0]
-    batches = (xv, yv, x, y) if module == "d_darts" else (x, y, xv, yv)
-    s.iteration(*batches)  # the first step creates the optimizers' state
-    with NoHostSync():
-        s.iteration(*batches)
+    if module == "entrannas":  # two recordings, on the sub-graph derived before each
+        s.derived = s.model.derived()
+        steps = [lambda: s.arch_step(xv, yv), lambda: s.weight_step(x, y)]
+    else:
+        steps = [lambda: s.iteration(*((xv, yv, x, y) if module == "d_darts" else (x, y, xv, yv)))]
+    for step in steps:
+        step()  # the first step creates the optimizers' state
+        with NoHostSync():
+            step()
 
 
 def test_a_replayed_step_is_the_eager_step_once_per_batch():
