@@ -170,8 +170,10 @@ ONE_SHOT = {"darts_pd ES generation"}  # long steps: one warm-up (memory), one t
 # How each mode runs a configuration (the scripts' flags), and the prefix of its fields in the results.
 MODE_FLAGS = {"eager": [], "compiled": ["--compile"], "captured": ["--compile", "--cuda_graph"]}
 PREFIX = {"eager": "", "compiled": "compiled_", "captured": "captured_"}
-RECORDED = {"darts (reference)", "darts_pt supernet", "darts_pd stage 1", "d_darts L_F", "d_darts L_AB constant",
-            "d_darts L_AB differentiable"}  # the steps --cuda_graph records
+# The configurations whose step --cuda_graph records (whole, or MSG-DAS' guidance pass): not DARTS-PT's
+# decision (evaluations), DARTS-PD's stages 2 and 3 (new paths every step), MSG-DAS without guidance.
+RECORDED = {n for n in CONFIGS if n not in {"darts_pt decision", "darts_pd stage 2", "darts_pd ES generation"}
+            and not n.endswith("no guidance")}
 
 
 def run_config(name, opts, mode="eager"):
@@ -335,6 +337,7 @@ def parse_args(argv=None):
                    help="tiny: 5 cells, 4 channels, 16x16, batch 8, one warm-up and one timed step; results not "
                         "written unless --out (as <device>-quick.md|.json)")
     p.add_argument("--out", help="folder of the results (default bench/results, not written in --quick mode)")
+    p.add_argument("--tag", help="appended to the results' file name: <device>-<tag>.md|.json")
     p.add_argument("--resume", action="store_true",
                    help="keep the configurations already measured in the results file of this device")
     p.add_argument("--max_batch", action="store_true",
@@ -370,7 +373,7 @@ def main(argv=None):
     info = machine(opts)
     command = "python -m bench.search_cost " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
     stem = (opts.device + (f"-{info['gpu'].replace(' ', '-')}" if "gpu" in info else "") + ("-amp" if opts.amp else "")
-            + ("-quick" if opts.quick else ""))
+            + ("-quick" if opts.quick else "") + (f"-{opts.tag}" if opts.tag else ""))
     if opts.max_batch:
         stem += "-max_batch" + (f"-{opts.memory_limit_MB:g}MB" if opts.memory_limit_MB else "")
     out = Path(opts.out or RESULTS) / stem if opts.out or not opts.quick else None

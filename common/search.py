@@ -91,7 +91,7 @@ class StepGraph:
     replayed: one launch instead of the thousands of small kernels a super-net step dispatches
     (`--cuda_graph`; PyTorch's "whole-network capture").
 
-    `step(*tensors)` must return a dict of tensors, do no host synchronisation (no `.item()`, no
+    `step(*tensors)` must return tensors (a dict of them), do no host synchronisation (no `.item()`, no
     Python branch on a tensor's value, no data-dependent shapes) and depend on Python state only
     through `key` (the epoch's schedules and learning rates, a decided edge, ...). Its Adam optimizers
     must be capturable; what a replay returns is overwritten by the next one. For each key the first
@@ -144,7 +144,7 @@ def check_cuda_graph(args, device):
     """One clear line where `--cuda_graph` cannot record the step: before the run folder is touched."""
     if getattr(args, "cuda_graph", False):
         if device.type != "cuda":
-            die("--cuda_graph records the search step as a CUDA graph: it needs --device cuda")
+            die("--cuda_graph records the search's steps as CUDA graphs: it needs --device cuda")
         if world_size() > 1:
             die("--cuda_graph records one process' step: run without torchrun, or leave --cuda_graph out")
 

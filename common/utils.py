@@ -126,10 +126,10 @@ def amp_autocast(device, enabled):
 
 # ---------------------------------------------------------------- the same computation, faster
 
-def add_speed_args(parser, cuda_graph=False):
-    """`--compile`, `--channels_last` and, for the searches whose step is static, `--cuda_graph`:
-    they change how fast the network computes, not what (README "Search cost"), so a resumed run
-    may change them."""
+def add_speed_args(parser, cuda_graph=None):
+    """`--compile`, `--channels_last` and, where a search has static work (`cuda_graph` says what),
+    `--cuda_graph`: they change how fast the network computes, not what (README "Search cost"), so
+    a resumed run may change them."""
     g = parser.add_argument_group("speed (the same computation, faster)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile every op of the network, each once per shape and reused by every copy of "
@@ -138,8 +138,8 @@ def add_speed_args(parser, cuda_graph=False):
                    help="keep the feature maps channels-last (NHWC), the layout of cuDNN's float16 convolutions")
     if cuda_graph:
         g.add_argument("--cuda_graph", action="store_true",
-                       help="CUDA only: record the whole search step as a CUDA graph and replay it (recorded again "
-                            "when the epoch's schedules or the selection change)")
+                       help=f"CUDA only: record {cuda_graph} as a CUDA graph and replay it (recorded again when "
+                            "the epoch's schedules or the architecture change)")
     return g
 
 

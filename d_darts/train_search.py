@@ -54,7 +54,7 @@ def get_parser():
     p.add_argument("--parse", choices=PARSE_METHODS, default="sparse", help="the parsing of genotype.json")
     p.add_argument("--threshold", type=float, default=0.8, help="sigmoid threshold of sparse/edge parsing")
     add_run_args(p, seed=2)
-    add_speed_args(p, cuda_graph=True)
+    add_speed_args(p, cuda_graph="the whole search step")
     add_data_args(p, search=True)
     return p
 

@@ -133,7 +133,7 @@ def get_parser():
     g.add_argument("--eval_layers", type=int, help="cells of the evaluation network the buckets count (train.py)")
     g.add_argument("--eval_init_channels", type=int, help="its channels (train.py: 36 CIFAR, 48 ImageNet)")
     add_run_args(p, seed=2)
-    add_speed_args(p, cuda_graph=True)
+    add_speed_args(p, cuda_graph="stage 1's search step")
     add_data_args(p, search=True)
     p.set_defaults(lr_scheduler="cosine")  # both stages: cosine (lr_factor reads it)
     return p

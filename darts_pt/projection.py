@@ -56,7 +56,7 @@ def get_parser():
     p.add_argument("--batch_size", type=int, help="default: the search's")
     add_nb201_arg(p)
     add_run_args(p)
-    add_speed_args(p, cuda_graph=True)
+    add_speed_args(p, cuda_graph="the tuning's search steps")
     add_data_args(p, search=True)
     return p
 

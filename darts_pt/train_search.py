@@ -88,7 +88,7 @@ def get_parser():
                    help="the op of a decided edge: pt, by perturbation (SGAS+PT, default); mag, SGAS' arg-max alpha")
     add_nb201_arg(p)
     add_run_args(p, seed=2)
-    add_speed_args(p, cuda_graph=True)
+    add_speed_args(p, cuda_graph="the whole search step")
     add_data_args(p, search=True)
     return p
 

@@ -79,7 +79,7 @@ def get_parser():
     g.add_argument("--dst", action="store_true", help="EnTranNAS-DST: learnable thresholds and topology (Sec. 2.4)")
     g.add_argument("--dst_lambda", type=float, help="lambda of the sparsity term of Eq. (11) (0.1 CIFAR, 0.2 ImageNet)")
     add_run_args(p)
-    add_speed_args(p, cuda_graph=True)
+    add_speed_args(p, cuda_graph="the architecture step and the weight step")
     add_data_args(p, search=True)
     return p
 

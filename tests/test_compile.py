@@ -267,7 +267,7 @@ class ReplayedOnCPU(StepGraph):
     ("darts_pt", []), ("darts_pt", ["--unrolled"]), ("darts_pt", ["--method", "sdarts-adv"]),
     ("darts_pt", ["--method", "sdarts-rs"]), ("darts_pt", ["--method", "blank"]),
     ("d_darts", []), ("d_darts", ["--ablation_loss", "differentiable"]), ("darts_pd", ["--stage", "1"]),
-    ("entrannas", []), ("entrannas", ["--dst"])])
+    ("entrannas", []), ("entrannas", ["--dst"]), ("msg_das", [])])
 def test_recordable_steps_do_not_synchronise_with_the_host(module, flags, monkeypatch):
     ts = importlib.import_module(f"{module}.train_search")
     monkeypatch.setattr(ts, "fused", lambda device, capturable=False: {"fused": True})  # the optimizers of CUDA
@@ -277,6 +277,8 @@ def test_recordable_steps_do_not_synchronise_with_the_host(module, flags, monkey
     if module == "entrannas":  # two recordings, on the sub-graph derived before each
         s.derived = s.model.derived()
         steps = [lambda: s.arch_step(xv, yv), lambda: s.weight_step(x, y)]
+    elif module == "msg_das":  # the guidance pass
+        steps = [lambda: s.soft_labels(x)]
     else:
         steps = [lambda: s.iteration(*((xv, yv, x, y) if module == "d_darts" else (x, y, xv, yv)))]
     for step in steps:
