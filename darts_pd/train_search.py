@@ -529,14 +529,17 @@ def load_supernet(args, num_classes, device):
 @torch.no_grad()
 def recalibrate_bn(net, path, batches, device, amp=False):
     """Re-estimate the BatchNorm statistics of `path` (SPOS): reset, then the plain average over
-    `batches` in training mode, then the average over ranks."""
+    `batches` in training mode, then the average over ranks. The i-th batch (from 1) enters with
+    momentum 1/i, which is what BatchNorm's cumulative average (momentum None) computes, without
+    its reading of the batch counter on the host (a compiled op could not)."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None  # a cumulative average
     net.train()
-    for x in batches:
+    for i, x in enumerate(batches, 1):
+        for bn in bns:
+            bn.momentum = 1.0 / i  # a cumulative average
         with amp_autocast(device, amp):
             net(x.to(device, non_blocking=True), path)
     for bn, m in zip(bns, momenta):

@@ -130,21 +130,26 @@ def test_d_darts_ablation_runs():
     assert graphs[1] == graphs[0]
 
 
-def test_darts_pd_stage_1_and_fair_steps_over_changing_paths():
+def test_darts_pd_stage_1_fair_steps_and_fitness_over_changing_paths():
     def run(compile):  # 8 channels, K = 2: the partial channels' ops are those of the other tests (shared graphs)
         s, args = _searcher("darts_pd", ["--stage", "1", "--init_channels", "8", "--K", "2"], compile)
         s.start_epoch(args.epochs - 1)  # past --begin: alpha and beta train too
         out = [s.step(*b) for b in _batches(2)]
-        fair, _ = _searcher("darts_pd", ["--pruned", "random"], compile, cls="FairTrainer", steps_per_epoch=3)
+        fair, args = _searcher("darts_pd", ["--pruned", "random", "--subset", "16", "--fair_batch_size", "4",
+                                            "--bn_batches", "2"], compile, cls="FairTrainer", steps_per_epoch=3)
         fair.start_epoch(1)  # drop-path on
         graphs = []
         for (batch, _) in _batches(3, seed=2):  # each group of paths runs every op of S' once
             out.append(fair.step(batch))
             graphs.append(compiled_graphs())
+        search = importlib.import_module("darts_pd.train_search").PathSearch(args, 10, CPU, supernet=fair.net)
+        for path in [*next(fair.groups), next(fair.groups)[0]]:  # stage 3: BN re-estimated per path, then its
+            out.append({"fitness": search.fitness(path)})  # accuracy; a group's paths run every op of S'
+            graphs.append(compiled_graphs())
         return out, {**s.net.state_dict(), **{f"fair.{k}": v for k, v in fair.net.state_dict().items()}}, graphs
 
     graphs = _both(run)
-    assert graphs[2] == graphs[0]
+    assert graphs[2] == graphs[0] and graphs[5] == graphs[4]
 
 
 def test_entrannas_transit_cells_follow_the_derived_sub_graph_without_recompiling():
