@@ -81,6 +81,10 @@ class Searcher(Checkpointed):
         self.args, self.device = args, device
         self.net = SearchNetwork(args.init_channels, num_classes, args.layers,
                                  share_alphas=args.share_alphas).to(device)
+        if args.compile and args.w_abl != 0 and args.ablation_loss == "differentiable":
+            # this L_AB back-propagates twice through the shared forward (retain_graph), which a
+            # compiled backward that hands its saved tensors' memory on (donated buffers) cannot
+            torch._functorch.config.donated_buffer = False
         speed_up(self.net, args)
         self.alphas, self.weights = self.net.alphas(), self.net.weights()
         self.w_optimizer = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,

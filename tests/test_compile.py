@@ -2,7 +2,8 @@
 weights, BN statistics and alphas after the same steps), and a changing sampled path, decision,
 mask or derived sub-graph compiles nothing new once each kind of op has run. The ops are compiled
 with torch.compile's `aot_eager` backend (its graphs and autograd, without generating code, which
-is slow on a CPU); one test runs inductor on one op."""
+is slow on a CPU); one test runs inductor on one op. And `--cuda_graph`'s recorded steps, as far
+as a CPU can tell: no host synchronisation, one step per batch."""
 import importlib
 import json
 
@@ -128,6 +129,10 @@ def test_d_darts_ablation_runs():
 
     graphs = _both(run)
     assert graphs[1] == graphs[0]
+    # the differentiable L_AB back-propagates twice through the shared forward, which compiled
+    # backwards donating their saved tensors refuse (inductor's; aot_eager does not donate)
+    _searcher("d_darts", ["--ablation_loss", "differentiable"], True)
+    assert torch._functorch.config.donated_buffer is False
 
 
 def test_darts_pd_stage_1_fair_steps_and_fitness_over_changing_paths():
