@@ -31,24 +31,24 @@ def _reset_cpu_peak():
 
 def measure(step, device, warmup=3, repeats=10, first=0):
     """(median seconds per call, peak bytes, seconds of the `first` calls) of `step()`; call it in a
-    fresh process. The `first` calls (a compiled step's compilation and recording) are timed apart;
-    on CUDA the peak covers them (a CUDA graph's memory is taken when it is recorded), on a CPU it
-    does not (the compiler's own memory is not the step's)."""
+    fresh process. The `first` calls (a compiled step's compilation and recording) are timed apart
+    and are in the peak, as they must be on CUDA (a CUDA graph's memory is taken when it is
+    recorded); on a CPU the peak then includes the compiler's own memory, an upper bound (later
+    calls only reuse what the first ones took, so they cannot be measured apart)."""
     cuda = device.type == "cuda"
     mallopt = ctypes.CDLL("libc.so.6").mallopt
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        base = _status("VmRSS")
+        _reset_cpu_peak()
     t = time.perf_counter()
     for _ in range(first):
         step()
     if cuda:
         torch.cuda.synchronize()
     first_s = time.perf_counter() - t
-    if not cuda:
-        base = _status("VmRSS")
-        _reset_cpu_peak()
     for _ in range(max(warmup, 1)):
         step()
     if cuda:
