@@ -7,7 +7,8 @@ on CPU, the peak resident memory of the process above its resident memory just b
 runtime is left out. For that CPU figure glibc serves every allocation over 128 KiB with its own
 mapping during the warm-up (`mallopt`), so that resident memory follows live memory; the timed
 calls run with the largest threshold, so allocations are recycled as usual.
-Time: the median wall time of the `repeats` calls after the warm-up (CUDA synchronised).
+Time: the median wall time of the `repeats` calls after the warm-up (CUDA synchronised); the
+`first` calls before the warm-up, a compiled step's compilation, are timed apart.
 `largest_batch` finds the largest batch that fits (doubling, then bisection).
 """
 import ctypes
@@ -28,8 +29,12 @@ def _reset_cpu_peak():
         f.write("5")
 
 
-def measure(step, device, warmup=3, repeats=10):
-    """(median seconds per call, peak bytes) of `step()`; call it in a fresh process."""
+def measure(step, device, warmup=3, repeats=10, first=0):
+    """(median seconds per call, peak bytes, seconds of the `first` calls) of `step()`; call it in a
+    fresh process. The `first` calls (a compiled step's compilation and recording) are timed apart
+    and are in the peak, as they must be on CUDA (a CUDA graph's memory is taken when it is
+    recorded); on a CPU the peak then includes the compiler's own memory, an upper bound (later
+    calls only reuse what the first ones took, so they cannot be measured apart)."""
     cuda = device.type == "cuda"
     mallopt = ctypes.CDLL("libc.so.6").mallopt
     if cuda:
@@ -38,6 +43,12 @@ def measure(step, device, warmup=3, repeats=10):
         mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
         base = _status("VmRSS")
         _reset_cpu_peak()
+    t = time.perf_counter()
+    for _ in range(first):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    first_s = time.perf_counter() - t
     for _ in range(max(warmup, 1)):
         step()
     if cuda:
@@ -55,7 +66,7 @@ def measure(step, device, warmup=3, repeats=10):
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), peak
+    return statistics.median(times), peak, first_s
 
 
 def largest_batch(fits, start, resolution=1):

@@ -10,6 +10,15 @@ process above its baseline, see bench/measure.py). Every configuration runs in i
 process. The reference is a first-order DARTS step (DARTS-PT's super-net, 7 ops): every figure is
 also a ratio to it.
 
+`--compile` measures every configuration also compiled (`--compile` of the scripts: each op
+compiled once per shape) and, on CUDA, compiled and recorded as one CUDA graph per step
+(`--compile --cuda_graph`, the configurations whose step is static), beside the eager figures and
+as ratios to them; the time of the first compiled steps (compilation, recording) is in the JSON.
+The evaluation network's training (DARTS_V2 at the papers' evaluation size: 20 cells, 36 channels,
+batch 96, auxiliary head, drop-path) is measured too, in images per second: float32, and on CUDA
+AMP and AMP with channels-last feature maps (these set their own precision: measured in the
+float32 run only).
+
 `--max_batch` adds the other two columns of EnTranNAS' Table 3: the largest batch that fits
 (doubling from `--batch_size`, then bisection; every try in a fresh process, stopped by CUDA running
 out of memory or by a peak over `--memory_limit_MB`) and the cost of a search at that batch,
@@ -22,6 +31,7 @@ last) with the numbers of the one configuration measured at the top level, and f
 
   python -m bench.search_cost                       # CPU or the GPU, full size; bench/results/<device>.md|.json
   python -m bench.search_cost --device cuda --amp   # float16 autocast where a method supports it
+  python -m bench.search_cost --compile --resume    # add the compiled (CUDA: and recorded) figures to the table
   python -m bench.search_cost --quick               # every configuration at a tiny size, in about a minute
   python -m bench.search_cost --only msg_das,darts_pd   # configurations whose name contains a string
   python -m bench.search_cost --resume              # go on after an interruption (results are written per configuration)
@@ -42,7 +52,7 @@ from pathlib import Path
 import torch
 
 from bench.measure import largest_batch, measure
-from common.utils import die
+from common.utils import die, fused, speed_up
 
 RESULTS = Path(__file__).with_name("results")
 NUM_CLASSES = 10
@@ -68,7 +78,7 @@ def _search_step(module, flags, opts, device):
 def _common(opts):
     return ["--layers", str(opts.layers), "--init_channels", str(opts.init_channels), "--batch_size",
             str(opts.batch_size), "--device", opts.device, "--dataset", "synthetic", "--image_size",
-            str(opts.image_size), "--workers", "0", *(["--amp"] if opts.amp else [])]
+            str(opts.image_size), "--workers", "0", *(["--amp"] if opts.amp else []), *MODE_FLAGS[opts.mode]]
 
 
 def _projection_decision(opts, device):
@@ -109,6 +119,28 @@ def _es_generation(opts, device):
     return search.generation
 
 
+def _eval_training(amp, channels_last):
+    """One training step of the evaluation network (common.train_eval.train_step): DARTS_V2 with
+    --eval_layers cells of --eval_channels channels, auxiliary head, drop-path 0.2, on --eval_batch
+    images; its own precision (`amp`) and memory format."""
+    def build(opts, device):
+        from common import genotypes, train_eval
+        from common.network import build_network
+        flags = ["--arch", "DARTS_V2", "--device", opts.device, *(["--amp"] if amp else []),
+                 *(["--channels_last"] if channels_last else []), *MODE_FLAGS[opts.mode]]
+        args = train_eval.parse_args(flags)
+        model = build_network(genotypes.load("DARTS_V2"), "cifar10", opts.eval_channels, opts.eval_layers,
+                              NUM_CLASSES, auxiliary=True).to(device)
+        model.drop_path_prob = 0.2
+        speed_up(model, args)
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4, **fused(device))
+        scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+        x, y = _batches(argparse.Namespace(batch_size=opts.eval_batch, image_size=opts.image_size), device, 1)[0]
+        return lambda: train_eval.train_step(model, x, y, optimizer, scaler, args, device)
+    return build
+
+
 # name -> (what it is in the papers, builder(opts, device) -> step)
 def _method(module, *flags):
     return lambda opts, device: _search_step(module, list(flags), opts, device)
@@ -134,18 +166,49 @@ CONFIGS = {
     "d_darts L_AB differentiable": ("Sec. 5.3: differentiable ablation loss",
                                     _method("d_darts", "--ablation_loss", "differentiable")),
 }
+EVAL = {
+    "eval network float32": ("DARTS_V2 training step", _eval_training(False, False)),
+    "eval network AMP": ("DARTS_V2 training step, float16 autocast (CUDA)", _eval_training(True, False)),
+    "eval network AMP channels_last": ("... and channels-last feature maps", _eval_training(True, True)),
+}
+CUDA_ONLY = {"eval network AMP", "eval network AMP channels_last"}
 ONE_SHOT = {"darts_pd ES generation"}  # long steps: one warm-up (memory), one timed
+# How each mode runs a configuration (the scripts' flags), and the prefix of its fields in the results.
+MODE_FLAGS = {"eager": [], "compiled": ["--compile"], "captured": ["--compile", "--cuda_graph"]}
+PREFIX = {"eager": "", "compiled": "compiled_", "captured": "captured_"}
+# The configurations whose step --cuda_graph records (whole, or MSG-DAS' guidance pass): not DARTS-PT's
+# decision (evaluations), DARTS-PD's stages 2 and 3 (new paths every step), MSG-DAS without guidance.
+RECORDED = {n for n in CONFIGS if n not in {"darts_pt decision", "darts_pd stage 2", "darts_pd ES generation"}
+            and not n.endswith("no guidance")}
 
 
-def run_config(name, opts):
-    """In a fresh process: build the configuration, measure it."""
+def run_config(name, opts, mode="eager"):
+    """In a fresh process: build the configuration, run it in `mode`, measure it. Compiled modes
+    first run the steps that compile (and record), timed apart (`<mode>_first_steps_s`): the
+    figures are those of the steps after them."""
     torch.manual_seed(0)
     torch.set_num_threads(opts.threads or torch.get_num_threads())
     device = torch.device(opts.device)
-    step = CONFIGS[name][1](opts, device)
+    opts = argparse.Namespace(**{**vars(opts), "mode": mode})
+    what, build = {**CONFIGS, **EVAL}[name]
+    step = build(opts, device)
+    r = {"name": name, "what": what, **({"batch": opts.eval_batch} if name in EVAL else {})}
+    first = {"eager": 0, "compiled": 1, "captured": 2}[mode]  # captured: the eager step, then the recording
     warmup, repeats = (1, 1) if name in ONE_SHOT else (opts.warmup, opts.repeats)
-    seconds, peak = measure(step, device, warmup, repeats)
-    return {"name": name, "what": CONFIGS[name][0], "time_s": seconds, "peak_memory_MB": peak / 2 ** 20}
+    seconds, peak, first_s = measure(step, device, warmup, repeats, first)
+    p = PREFIX[mode]
+    return {**r, p + "time_s": seconds, p + "peak_memory_MB": peak / 2 ** 20,
+            **({p + "first_steps_s": first_s} if first else {})}
+
+
+def modes(name, opts):
+    """The modes `name` is measured in with these options."""
+    out = ["eager"]
+    if opts.compile:
+        out.append("compiled")
+        if opts.device == "cuda" and name in RECORDED:
+            out.append("captured")
+    return out
 
 
 def try_batch(name, opts, batch):
@@ -219,15 +282,39 @@ def subprocess_gpu_name():
         return pool.apply(torch.cuda.get_device_name)
 
 
+def _cells(r, mode, value):
+    """The columns of `mode` for result `r`: value(r, prefix) or blanks where it was not measured."""
+    p = PREFIX[mode]
+    if r.get(p + "time_s") is None:
+        return " | | |"
+    return f" {value(r, p)} | {r[p + 'time_s'] / r['time_s']:.2f} | {r[p + 'peak_memory_MB']:.0f} |"
+
+
 def table(results, info, command):
     ref = next(r for r in results if r["name"] == "darts (reference)")
+    shown = [m for m in ("compiled", "captured") if any(r.get(PREFIX[m] + "time_s") is not None for r in results)]
     lines = [f"# Search cost per step ({info['device']}{', AMP' if info['amp'] else ''})", "",
              f"`{command}`", "",
              ", ".join(f"{k}: {v}" for k, v in info.items()), "",
-             "| configuration | what | ms / step | x DARTS | peak memory MB | x DARTS |", "|---|---|---|---|---|---|"]
+             "| configuration | what | ms / step | x DARTS | peak memory MB | x DARTS |"
+             + "".join(f" {m} ms / step | x eager | {m} peak MB |" for m in shown),
+             "|---" * (6 + 3 * len(shown)) + "|"]
     for r in results:
+        if r["name"] in EVAL:
+            continue
         lines.append(f"| {r['name']} | {r['what']} | {1000 * r['time_s']:.1f} | {r['time_s'] / ref['time_s']:.2f} | "
-                     f"{r['peak_memory_MB']:.0f} | {r['peak_memory_MB'] / ref['peak_memory_MB']:.2f} |")
+                     f"{r['peak_memory_MB']:.0f} | {r['peak_memory_MB'] / ref['peak_memory_MB']:.2f} |"
+                     + "".join(_cells(r, m, lambda r, p: f"{1000 * r[p + 'time_s']:.1f}") for m in shown))
+    evals = [r for r in results if r["name"] in EVAL]
+    if evals:
+        lines += ["", "Training the evaluation network (one step of `common.train_eval.train_step`):", "",
+                  "| configuration | what | batch | images / s | peak memory MB |"
+                  + "".join(f" {m} images / s | x eager time | {m} peak MB |" for m in shown),
+                  "|---" * (5 + 3 * len(shown)) + "|"]
+        for r in evals:
+            lines.append(f"| {r['name']} | {r['what']} | {r['batch']} | {r['batch'] / r['time_s']:.1f} | "
+                         f"{r['peak_memory_MB']:.0f} |"
+                         + "".join(_cells(r, m, lambda r, p: f"{r['batch'] / r[p + 'time_s']:.1f}") for m in shown))
     return "\n".join(lines) + "\n"
 
 
@@ -239,19 +326,26 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, default=8, help="cells of every super-net")
     p.add_argument("--init_channels", type=int, default=16)
     p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--warmup", type=int, default=3, help="steps before timing (the first ones give the memory)")
-    p.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
+    p.add_argument("--warmup", type=int, help="steps before timing (the first ones give the memory; default 3, "
+                                              "--quick 1)")
+    p.add_argument("--repeats", type=int, help="timed steps; the median is reported (default 10, --quick 1)")
     p.add_argument("--population", type=int, default=50, help="paths of the measured ES generation (paper: 50)")
     p.add_argument("--es_images", type=int, default=512, help="fitness images per path of the ES generation")
     p.add_argument("--bn_batches", type=int, default=10, help="BN re-estimation batches per path (DARTS-PD's default)")
+    p.add_argument("--compile", action="store_true",
+                   help="also compiled, and on CUDA compiled and recorded as a CUDA graph, beside eager")
+    p.add_argument("--eval_layers", type=int, default=20, help="cells of the measured evaluation network")
+    p.add_argument("--eval_channels", type=int, default=36, help="its initial channels")
+    p.add_argument("--eval_batch", type=int, default=96, help="its training batch")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--only", help="only the configurations whose name contains one of these comma-separated strings")
     p.add_argument("--quick", action="store_true",
-                   help="tiny: 5 cells, 4 channels, 16x16, batch 8, one warm-up and one timed step; "
-                        "results not written unless --out")
+                   help="tiny: 5 cells, 4 channels, 16x16, batch 8, one warm-up and one timed step; results not "
+                        "written unless --out (as <device>-quick.md|.json)")
     p.add_argument("--out", help="folder of the results (default bench/results, not written in --quick mode)")
     p.add_argument("--save", help="a stage folder: the results there, then summary.json (see above); with --out "
                                   "left out")
+    p.add_argument("--tag", help="appended to the results' file name: <device>-<tag>.md|.json")
     p.add_argument("--resume", action="store_true",
                    help="keep the configurations already measured in the results file of this device")
     p.add_argument("--max_batch", action="store_true",
@@ -269,9 +363,14 @@ def parse_args(argv=None):
         die("--save is the folder of a stage's results: leave out --out")
     if opts.max_batch and opts.device == "cpu" and not opts.memory_limit_MB:
         die("--max_batch on a CPU needs --memory_limit_MB: there is no out-of-memory error to stop at")
+    if opts.max_batch and opts.compile:
+        die("--max_batch measures eager steps only: leave out --compile")
     if opts.quick:
         opts.layers, opts.init_channels, opts.image_size, opts.batch_size = 5, 4, 16, 8
-        opts.warmup, opts.repeats, opts.population, opts.es_images, opts.bn_batches = 1, 1, 2, 16, 1
+        opts.population, opts.es_images, opts.bn_batches = 2, 16, 1
+        opts.eval_layers, opts.eval_channels, opts.eval_batch = 5, 4, 8
+    opts.warmup = opts.warmup or (1 if opts.quick else 3)
+    opts.repeats = opts.repeats or (1 if opts.quick else 10)
     return opts
 
 
@@ -280,8 +379,11 @@ def configurations(opts):
     for the step table's ratios (--max_batch has none)."""
     names = [n for n in CONFIGS if not opts.only or any(o in n for o in opts.only.split(","))
              or (n == "darts (reference)" and not opts.max_batch)]
+    if not opts.amp and not opts.max_batch:  # the evaluation network sets its own precision
+        names += [n for n in EVAL if (not opts.only or any(o in n for o in opts.only.split(",")))
+                  and (opts.device == "cuda" or n not in CUDA_ONLY)]
     if not names:
-        die(f"--only {opts.only!r} names no configuration; they are: {', '.join(CONFIGS)}")
+        die(f"--only {opts.only!r} names no configuration; they are: {', '.join([*CONFIGS, *EVAL])}")
     return names
 
 
@@ -290,7 +392,8 @@ def main(argv=None):
     names = configurations(opts)
     info = machine(opts)
     command = "python -m bench.search_cost " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
-    stem = opts.device + (f"-{info['gpu'].replace(' ', '-')}" if "gpu" in info else "") + ("-amp" if opts.amp else "")
+    stem = (opts.device + (f"-{info['gpu'].replace(' ', '-')}" if "gpu" in info else "") + ("-amp" if opts.amp else "")
+            + ("-quick" if opts.quick else "") + (f"-{opts.tag}" if opts.tag else ""))
     if opts.max_batch:
         stem += "-max_batch" + (f"-{opts.memory_limit_MB:g}MB" if opts.memory_limit_MB else "")
     folder = opts.save or opts.out
@@ -302,18 +405,20 @@ def main(argv=None):
     ctx.set_forkserver_preload(["torch", "bench.measure"])
     results = []
     for name in names:
-        if name in done:
-            r = done[name]
-        elif opts.max_batch:
+        r = done.get(name, {})
+        if opts.max_batch and not r:
             r = max_batch(name, opts, lambda *a: fresh(ctx, try_batch, a))
-        else:
-            r = fresh(ctx, run_config, (name, opts))
+        for mode in [] if opts.max_batch else modes(name, opts):
+            if PREFIX[mode] + "time_s" not in r:  # measured already (--resume): kept
+                r = {**r, **fresh(ctx, run_config, (name, opts, mode))}
         results.append(r)
         if r["time_s"] is None:
             print(f"{name:32s} does not fit at batch {opts.batch_size}", flush=True)
         else:
             print(f"{name:32s} {1000 * r['time_s']:9.1f} ms/step {r['peak_memory_MB']:9.0f} MB"
-                  + (f"   largest batch {r['batch']}" if opts.max_batch else ""), flush=True)
+                  + (f"   largest batch {r['batch']}" if opts.max_batch else "")
+                  + "".join(f"   {m} {1000 * r[PREFIX[m] + 'time_s']:9.1f} ms/step" for m in ("compiled", "captured")
+                            if PREFIX[m] + "time_s" in r), flush=True)
         if out:  # after every configuration, so that --resume can go on from an interrupted run
             out.parent.mkdir(parents=True, exist_ok=True)
             out.with_suffix(".json").write_text(json.dumps({"machine": info, "command": command, "results": results},

@@ -11,7 +11,8 @@ A method supplies a *searcher*, an object with:
   finish(save) (optional)             write further outputs at the end; returns entries for summary.json
 
 `Checkpointed` writes the last two from the names of a searcher's parts; `frozen_bn_stats` is for
-the extra forwards of a search step that must not change the super-net.
+the extra forwards of a search step that must not change the super-net; `StepGraph` replays a
+static search step as one CUDA graph (`--cuda_graph`).
 """
 import time
 from collections import defaultdict
@@ -22,8 +23,9 @@ import torch
 import torch.nn as nn
 
 from common.genotypes import export
-from common.utils import (AverageMeter, MetricsLog, Progress, check_finite, checkpoint_fits, gather_rng_states, log,
-                          rank, resume_state, save_checkpoint, set_rng_state, world_size, write_json)
+from common.utils import (AverageMeter, MetricsLog, Progress, check_finite, checkpoint_fits, compile_report, die,
+                          gather_rng_states, log, rank, resume_state, save_checkpoint, set_rng_state, world_size,
+                          write_json)
 
 
 def batches(train_queue, valid_queue):
@@ -84,6 +86,76 @@ def frozen_bn_stats(net):
             m.track_running_stats = True
 
 
+class StepGraph:
+    """A whole search step (forwards, backwards, optimizer steps) recorded once as a CUDA graph and
+    replayed: one launch instead of the thousands of small kernels a super-net step dispatches
+    (`--cuda_graph`; PyTorch's "whole-network capture").
+
+    `step(*tensors)` must return tensors (a dict of them), do no host synchronisation (no `.item()`, no
+    Python branch on a tensor's value, no data-dependent shapes) and depend on Python state only
+    through `key` (the epoch's schedules and learning rates, a decided edge, ...). Its Adam optimizers
+    must be capturable; what a replay returns is overwritten by the next one. For each key the first
+    batch runs eagerly on the recording stream (a real step, which creates the optimizer state and
+    lets cuDNN choose its kernels), the next one is recorded and replayed; a batch of another shape
+    (an epoch's last, smaller batch) runs eagerly; a key that changes at every call never records
+    (every step eager). Every batch is stepped on once, and a replay runs exactly the kernels of the
+    eager step, on copies of the batch at fixed addresses."""
+
+    def __init__(self, step, pool=None):
+        self.step, self.key, self.graph = step, None, None
+        self.pool = torch.cuda.graph_pool_handle() if pool is None else pool
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, key, *tensors):
+        shapes = [(t.shape, t.dtype) for t in tensors]
+        if key != self.key:  # a new graph; the old one's memory goes
+            self.key, self.shapes, self.graph, self.inputs, self.out = key, shapes, None, None, None
+            return self.warm_up(*tensors)
+        if shapes != self.shapes:
+            return self.step(*tensors)
+        if self.graph is None:
+            self.inputs = [t.clone() for t in tensors]
+            self.graph = self.record()
+        for static, t in zip(self.inputs, tensors):
+            static.copy_(t, non_blocking=True)
+        return self.replay()
+
+    def warm_up(self, *tensors):
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            out = self.step(*tensors)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return out
+
+    def record(self):
+        """The graph of `step` on `self.inputs` (recording runs nothing); `self.out` its outputs."""
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the loaders' pinning thread may use CUDA meanwhile
+        with torch.cuda.graph(graph, self.pool, self.stream, capture_error_mode="thread_local"):
+            self.out = self.step(*self.inputs)
+        return graph
+
+    def replay(self):
+        self.graph.replay()
+        return self.out
+
+
+def check_cuda_graph(args, device):
+    """One clear line where `--cuda_graph` cannot record the step: before the run folder is touched."""
+    if getattr(args, "cuda_graph", False):
+        if device.type != "cuda":
+            die("--cuda_graph records the search's steps as CUDA graphs: it needs --device cuda")
+        if world_size() > 1:
+            die("--cuda_graph records one process' step: run without torchrun, or leave --cuda_graph out")
+
+
+def step_graph(step, args, device, pool=None):
+    """A `StepGraph` of `step` with `--cuda_graph`, else None. Steps that always run one after the
+    other may share the memory of their recordings (`pool`: the first one's `.pool`)."""
+    check_cuda_graph(args, device)
+    return StepGraph(step, pool) if getattr(args, "cuda_graph", False) else None
+
+
 def search_epoch(searcher, train_queue, valid_queue, epoch):
     """One epoch of search steps; returns the averages of what the steps reported."""
     searcher.start_epoch(epoch)
@@ -124,6 +196,8 @@ def search_loop(args, searcher, train_queue, valid_queue, save, device, method, 
         summary = " ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
         log.info("%s %s", progress.line(epoch), summary)
         log.info("genotype %s", record["genotype"])
+        if report := compile_report():
+            log.info("%s", report)
     genotype = searcher.genotype()
     if rank() == 0:
         cost = search_cost(time.time() - t0, device)

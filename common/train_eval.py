@@ -26,10 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 from common import genotypes
 from common.data import add_data_args, eval_loaders, image_size, is_imagenet_like, pipeline, valid_loader
 from common.network import build_network
-from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, amp_autocast, broadcast_params,
-                          check_finite, check_run, checkpoint_fits, count_madds, count_madds_thop, count_params, die,
-                          gather_rng_states, get_device, init_distributed, is_main, log, rank, resume_state,
-                          save_checkpoint, set_rng_state, set_seed, setup_run, world_size, write_json)
+from common.utils import (AverageMeter, MetricsLog, Progress, accuracy, add_run_args, add_speed_args, amp_autocast,
+                          broadcast_params, check_finite, check_run, checkpoint_fits, compile_report, count_madds,
+                          count_madds_thop, count_params, die, fused, gather_rng_states, get_device, init_distributed,
+                          is_main, log, rank, resume_state, save_checkpoint, set_rng_state, set_seed, setup_run,
+                          speed_up, world_size, write_json)
 
 # The DARTS evaluation settings (Liu et al., 2019, Sec. 3.3 and A.2).
 CIFAR = dict(epochs=600, batch_size=96, learning_rate=0.025, learning_rate_min=0.0, weight_decay=3e-4,
@@ -69,6 +70,7 @@ def get_parser(description=None):
                         "accuracy on them every epoch, to choose between architectures without the test set "
                         "(0: train on the whole training set, as the papers' evaluations)")
     add_run_args(p)
+    add_speed_args(p)
     add_data_args(p)
     return p
 
@@ -109,26 +111,32 @@ def train_loss(logits, logits_aux, y, args):
     return loss
 
 
+def train_step(model, x, y, optimizer, scaler, args, device):
+    """One SGD step with gradient clipping on the batch (x, y); returns (loss, logits), detached."""
+    with amp_autocast(device, args.amp):
+        logits, logits_aux = model(x)
+        loss = train_loss(logits, logits_aux, y, args)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if args.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
 def train_epoch(model, loader, optimizer, scaler, args, device):
-    """One epoch of SGD steps with gradient clipping; returns (mean loss, mean top-1) over the epoch."""
+    """One epoch of `train_step`s; returns (mean loss, mean top-1) over the epoch."""
     model.train()
     loss_m, top1_m = AverageMeter(), AverageMeter()
     for step, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with amp_autocast(device, args.amp):
-            logits, logits_aux = model(x)
-            loss = train_loss(logits, logits_aux, y, args)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if args.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        loss, logits = train_step(model, x, y, optimizer, scaler, args, device)
         value = loss.item()
         check_finite({"train_loss": value}, f"at training step {step + 1}")
         loss_m.update(value, len(y))
-        top1_m.update(accuracy(logits.detach(), y)[0], len(y))
+        top1_m.update(accuracy(logits, y)[0], len(y))
         if args.report_freq and step % args.report_freq == 0:
             log.info("train step %d loss %.4f top1 %.2f", step, loss_m.avg, top1_m.avg)
     return loss_m.avg, top1_m.avg
@@ -193,9 +201,10 @@ def main(args=None, build=None):
     madds_thop = count_madds_thop(model, (1, 3, size, size))
     log.info("genotype %s", genotype)
     log.info("params %.3fM  mult-adds %.1fM (thop's count: %.1fM)", params, madds, madds_thop)
+    speed_up(model, args)  # after the counting, which runs the network under hooks
 
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay, nesterov=args.nesterov)
+                                weight_decay=args.weight_decay, nesterov=args.nesterov, **fused(device))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, args))
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
     start_epoch, best, best_valid, wall = 0, 0.0, 0.0, 0.0
@@ -242,6 +251,8 @@ def main(args=None, build=None):
             wall_time_s=time.time() - t0, rng=rngs))
         log.info("%s lr %.2e train %.2f%%%s test %.2f%% (best %.2f%%)", progress.line(epoch), lr, train_top1, valid,
                  record["test_top1"], best)
+        if report := compile_report():
+            log.info("%s", report)
 
     final = MetricsLog.read(save / "metrics.jsonl")[-1] if is_main() and args.epochs else {}
     summary = dict(arch=args.arch, genotype=str(genotype), dataset=args.dataset, layers=args.layers,

@@ -117,8 +117,103 @@ def broadcast_params(params):
 
 
 def amp_autocast(device, enabled):
-    """float16 autocast on CUDA when `enabled`; a no-op elsewhere."""
-    return torch.autocast(device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda")
+    """float16 autocast on CUDA when `enabled`; a no-op elsewhere. While a CUDA graph is recorded
+    its cache of float16 weights is off (PyTorch's rule for autocast in CUDA graphs)."""
+    cuda = device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.float16, enabled=enabled and cuda,
+                          cache_enabled=not (cuda and torch.cuda.is_current_stream_capturing()))
+
+
+# ---------------------------------------------------------------- the same computation, faster
+
+def add_speed_args(parser, cuda_graph=None):
+    """`--compile`, `--channels_last` and, where a search has static work (`cuda_graph` says what),
+    `--cuda_graph`: they change how fast the network computes, not what (README "Search cost"), so
+    a resumed run may change them."""
+    g = parser.add_argument_group("speed (the same computation, faster)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile every op of the network, each once per shape and reused by every copy of "
+                        "it, so sampled paths and decisions never recompile (the first steps compile)")
+    g.add_argument("--channels_last", action="store_true",
+                   help="keep the feature maps channels-last (NHWC), the layout of cuDNN's float16 convolutions")
+    if cuda_graph:
+        g.add_argument("--cuda_graph", action="store_true",
+                       help=f"CUDA only: record {cuda_graph} as a CUDA graph and replay it (recorded again when "
+                            "the epoch's schedules or the architecture change)")
+    return g
+
+
+def fused(device, capturable=False):
+    """Optimizer options: on CUDA one fused kernel updates every tensor (the same SGD / Adam update,
+    instead of a kernel per operation per tensor group), and with `capturable` (Adam) its step count
+    lives on the GPU so that a CUDA graph can hold the step; the default elsewhere."""
+    return {"fused": True, **({"capturable": True} if capturable else {})} if device.type == "cuda" else {}
+
+
+# Graphs one op may need: train / eval mode, with / without gradients, BN statistics tracked or
+# frozen (common.search.frozen_bn_stats), two resolutions, a second batch size (made dynamic).
+REGION_VARIANTS = 32
+_compiled = {"ops": 0, "kinds": 0, "bound": 0}  # every network compiled in this process, together
+
+
+def _is_region(m):
+    """An op: a candidate op or block of common.operations, or a sequence of layers (stems, pooling
+    + BN, 1x1 convolutions), that holds parameters or buffers."""
+    op = isinstance(m, nn.Sequential) or type(m).__module__ == "common.operations"
+    return op and (next(m.parameters(), None) is not None or next(m.buffers(), None) is not None)
+
+
+def regions(net):
+    """The outermost ops of `net` (`_is_region`), in module order."""
+    out = []
+    for child in net.children():
+        out.extend([child] if _is_region(child) else regions(child))
+    return out
+
+
+def compile_ops(net):
+    """`torch.compile` every op of `net` in place (regional compilation). An op's graph is
+    compiled once per shape and reused by every op of the same kind and shape, so what runs around
+    the ops (a sampled path, a decided or masked edge, the mixing weights) stays Python and never
+    causes a recompile; the state_dict is unchanged. The graphs are bounded by the kinds of op
+    times REGION_VARIANTS: past that, or at a graph break inside an op, torch.compile raises instead
+    of running eagerly unnoticed."""
+    config = torch._dynamo.config  # every op shares the cache of nn.Module's call: one limit for all
+    if not hasattr(config, "recompile_limit"):
+        die(f"--compile needs a newer PyTorch than {torch.__version__} (2.7 or later): upgrade it, or leave "
+            "--compile out")
+    ops = regions(net)
+    kinds = len({repr(m) for m in ops})
+    _compiled["ops"] += len(ops)
+    _compiled["kinds"] += kinds
+    _compiled["bound"] += kinds * REGION_VARIANTS
+    config.recompile_limit = max(config.recompile_limit, _compiled["bound"])
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, _compiled["bound"])
+    config.fail_on_recompile_limit_hit = True
+    for m in ops:
+        m.compile(fullgraph=True)
+    return net
+
+
+def compiled_graphs():
+    """Graphs torch.compile has made in this process so far."""
+    from torch._dynamo.utils import counters
+    return counters["stats"]["unique_graphs"]
+
+
+def compile_report():
+    """One line on the compiled ops and their graphs so far, or None when nothing is compiled."""
+    if not _compiled["ops"]:
+        return None
+    return (f"torch.compile: {_compiled['ops']} ops of {_compiled['kinds']} kinds, {compiled_graphs()} graphs "
+            f"so far (at most {_compiled['bound']})")
+
+
+def speed_up(net, args):
+    """`--channels_last` and `--compile` on `net`, in place; returns `net`."""
+    if getattr(args, "channels_last", False):
+        net.to(memory_format=torch.channels_last)
+    return compile_ops(net) if getattr(args, "compile", False) else net
 
 
 # ---------------------------------------------------------------- run folder and logging
@@ -196,8 +291,10 @@ DONE = "summary.json"  # the done-marker of every run folder, written last
 LOCK = ".lock"
 STARTED = ("args.json", "metrics.jsonl", "checkpoint.pt")
 KEEP = ("console.txt", LOCK)  # what --overwrite leaves: a driver's console log, the lock
-# Flags a resumed run may change: where things are, how they are loaded; not what is computed.
-MAY_CHANGE_ON_RESUME = {"save", "resume", "overwrite", "data", "download", "workers", "device", "report_freq"}
+# Flags a resumed run may change: where things are, how they are loaded, how fast they compute;
+# not what is computed.
+MAY_CHANGE_ON_RESUME = {"save", "resume", "overwrite", "data", "download", "workers", "device", "report_freq",
+                        "compile", "channels_last", "cuda_graph"}
 _locks = {}  # run folder -> open file descriptor of its lock, held until this process ends
 
 

@@ -134,12 +134,12 @@ def zero_one_loss(alpha):
 
 
 def ablation_loss(L, L_minus):
-    """Eq. (6)-(7). `L` = L_CE(C), `L_minus[i]` = L_CE(C without C_i). Returns MC and L_AB per cell."""
+    """Eq. (6)-(7). `L` = L_CE(C), `L_minus[i]` = L_CE(C without C_i). Returns MC and L_AB per cell.
+    The two cases of Eq. (7) are chosen on the device, without reading mean(MC) on the host."""
     mc = L - L_minus  # Eq. (6)
     m = mc.mean()
-    if m == 0:
-        return mc, torch.zeros_like(mc)  # Eq. (7), second case
-    return mc, (mc - m) / m  # Eq. (7)
+    zero = m == 0
+    return mc, torch.where(zero, 0.0, (mc - m) / torch.where(zero, 1.0, m))  # Eq. (7); its second case: 0
 
 
 def total_loss(L, l01, l_ab, w01, w_abl):

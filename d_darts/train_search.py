@@ -18,10 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
-from common.search import Checkpointed, frozen_bn_stats, search_loop
+from common.search import Checkpointed, frozen_bn_stats, search_loop, step_graph
 from common.train_eval import evaluate
-from common.utils import (accuracy, add_run_args, amp_autocast, check_run, count_params, die, get_device, log,
-                          set_seed, setup_run)
+from common.utils import (accuracy, add_run_args, add_speed_args, amp_autocast, check_run, count_params, die, fused,
+                          get_device, log, set_seed, setup_run, speed_up)
 from d_darts.model_search import (PARSE_METHODS, SearchNetwork, ablation_loss, dominant_shares, parse_genotype,
                                   total_loss, zero_one_loss)
 from d_darts.parse import write_parsings
@@ -54,6 +54,7 @@ def get_parser():
     p.add_argument("--parse", choices=PARSE_METHODS, default="sparse", help="the parsing of genotype.json")
     p.add_argument("--threshold", type=float, default=0.8, help="sigmoid threshold of sparse/edge parsing")
     add_run_args(p, seed=2)
+    add_speed_args(p, cuda_graph="the whole search step")
     add_data_args(p, search=True)
     return p
 
@@ -80,20 +81,28 @@ class Searcher(Checkpointed):
         self.args, self.device = args, device
         self.net = SearchNetwork(args.init_channels, num_classes, args.layers,
                                  share_alphas=args.share_alphas).to(device)
+        if args.compile and args.w_abl != 0 and args.ablation_loss == "differentiable":
+            # this L_AB back-propagates twice through the shared forward (retain_graph), which a
+            # compiled backward that hands its saved tensors' memory on (donated buffers) cannot
+            torch._functorch.config.donated_buffer = False
+        speed_up(self.net, args)
         self.alphas, self.weights = self.net.alphas(), self.net.weights()
         self.w_optimizer = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
-                                           weight_decay=args.weight_decay)
+                                           weight_decay=args.weight_decay, **fused(device))
         self.w_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, args.epochs,
                                                                       eta_min=args.learning_rate_min)
         # Sec. 4.1, Fig. 2: every cell has its own optimizer and its own scheduler.
         self.cell_optimizers = [torch.optim.Adam([a], args.arch_learning_rate, betas=(0.9, 0.999),
-                                                 weight_decay=args.arch_weight_decay) for a in self.alphas]
+                                                 weight_decay=args.arch_weight_decay,
+                                                 **fused(device, capturable=True))
+                                for a in self.alphas]
         self.cell_schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, args.epochs,
                                                                            eta_min=args.arch_learning_rate_min)
                                 for o in self.cell_optimizers]
         amp = args.amp and device.type == "cuda"
         self.w_scaler = torch.amp.GradScaler(device.type, enabled=amp)
         self.a_scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        self.graph = step_graph(self.iteration, args, device)
         self.start_epoch(0)
 
     # ------------------------------------------------------------ the architecture step
@@ -161,8 +170,7 @@ class Searcher(Checkpointed):
         g = torch.autograd.grad(scale(L), self.alphas, retain_graph=differentiable)
         z = torch.autograd.grad(scale(args.w01 * l01.sum()), self.alphas)
         grads = [gi + zi for gi, zi in zip(g, z)]
-        m = mc.mean().item() if use_abl else 0.0
-        if differentiable and m != 0:
+        if differentiable:
             # h_i = sum_j d L_CE(C without C_j) / d alpha_i: the part through the cells before each
             # run's first cell goes back through the shared forward.
             cuts = [k for k in range(1, n) if G[k] is not None]
@@ -171,11 +179,13 @@ class Searcher(Checkpointed):
             for i, hb in enumerate(h_before):
                 h[i] = h[i] + hb
             # d L_AB^i / d alpha_i with d MC_i / d alpha_i = g_i (L_CE(C without C_i) has no alpha_i)
-            # and d mean(MC) / d alpha_i = g_i - h_i / n:  g_i (1/m - MC_i/m^2) + h_i MC_i / (n m^2).
+            # and d mean(MC) / d alpha_i = g_i - h_i / n:  g_i (1/m - MC_i/m^2) + h_i MC_i / (n m^2),
+            # 0 where mean(MC) = 0 (Eq. 7's second case); m and MC_i stay on the device
+            m = mc.mean()
+            safe = torch.where(m == 0, 1.0, m)
             for i in range(n):
-                mc_i = mc[i].item()
-                d_lab = (1 / m - mc_i / m ** 2) * g[i] + mc_i / (n * m ** 2) * h[i]
-                grads[i] = grads[i] + args.w_abl * d_lab  # Eq. (9)
+                d_lab = (1 / safe - mc[i] / safe ** 2) * g[i] + mc[i] / (n * safe ** 2) * h[i]
+                grads[i] = grads[i] + args.w_abl * torch.where(m == 0, 0.0, d_lab)  # Eq. (9)
         l_t = total_loss(L.detach(), l01.detach(), l_ab, args.w01, args.w_abl)  # Eq. (9), per cell
         return grads, dict(L=L.detach(), l01=l01.detach(), mc=mc, l_ab=l_ab, l_t=l_t)
 
@@ -201,25 +211,33 @@ class Searcher(Checkpointed):
         nn.utils.clip_grad_norm_(self.weights, self.args.grad_clip)
         self.w_scaler.step(self.w_optimizer)
         self.w_scaler.update()
-        return loss.item(), accuracy(logits.detach().float(), y)[0]
+        return loss.detach(), logits.detach()
 
     # ------------------------------------------------------------ common.search interface
 
     def start_epoch(self, epoch):
+        self.epoch = epoch
         self.epoch_sums = {"mc": 0.0, "l_ab": 0.0, "l_t": 0.0}
         self.epoch_steps = 0
 
     def step(self, train_batch, valid_batch):
         x_v, y_v = (t.to(self.device, non_blocking=True) for t in valid_batch)
         x_t, y_t = (t.to(self.device, non_blocking=True) for t in train_batch)
-        losses = self.arch_step(x_v, y_v)
-        train_loss, train_top1 = self.weight_step(x_t, y_t)
+        t = self.graph(self.epoch, x_v, y_v, x_t, y_t) if self.graph else self.iteration(x_v, y_v, x_t, y_t)
         for k in self.epoch_sums:
-            if losses[k] is not None:
-                self.epoch_sums[k] = self.epoch_sums[k] + losses[k].double().cpu()
+            if k in t:
+                self.epoch_sums[k] = self.epoch_sums[k] + t[k].double().cpu()
         self.epoch_steps += 1
-        return {"arch_ce": losses["L"].item(), "zero_one": losses["l01"].mean().item(),
-                "train_loss": train_loss, "train_top1": train_top1}
+        return {"arch_ce": t["L"].item(), "zero_one": t["l01"].mean().item(), "train_loss": t["train_loss"].item(),
+                "train_top1": accuracy(t["logits"].float(), y_t)[0]}
+
+    def iteration(self, x_v, y_v, x_t, y_t):
+        """The architecture step, then the weight step, on tensors and without a host synchronisation
+        (a CUDA graph can hold it, `common.search.StepGraph`: the recorded step depends on the epoch's
+        learning rates only)."""
+        losses = self.arch_step(x_v, y_v)
+        train_loss, logits = self.weight_step(x_t, y_t)
+        return {**{k: v for k, v in losses.items() if v is not None}, "train_loss": train_loss, "logits": logits}
 
     def end_epoch(self, epoch, valid_queue):
         valid_loss, valid_top1, _ = evaluate(self.net, valid_queue, self.device, self.args.amp)

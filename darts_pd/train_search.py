@@ -43,13 +43,14 @@ if __package__ in (None, ""):  # run as `python darts_pd/train_search.py`
 from common import genotypes  # noqa: E402
 from common.data import (Loader, add_data_args, get_dataset, image_size, is_imagenet_like, limit,  # noqa: E402
                          make_loader, num_classes, pipeline, search_loaders, search_split, transforms)
-from common.search import Checkpointed, search_cost, search_loop, write_summary  # noqa: E402
+from common.search import (Checkpointed, check_cuda_graph, search_cost, search_loop, step_graph,  # noqa: E402
+                           write_summary)
 from common.train_eval import evaluate, lr_factor  # noqa: E402
-from common.utils import (DONE, KEEP, AverageMeter, MetricsLog, Progress, accuracy, add_run_args, agree,  # noqa: E402
-                          amp_autocast, check_finite, check_run, checkpoint_fits, clear_folder, die, folder_problem,
-                          gather_rng_states, get_device, init_distributed, is_main, load_checkpoint, log, rank,
-                          resume_state, run_state, save_checkpoint, set_rng_state, set_seed, setup_run, world_size,
-                          write_args)
+from common.utils import (DONE, KEEP, AverageMeter, MetricsLog, Progress, accuracy, add_run_args,  # noqa: E402
+                          add_speed_args, agree, amp_autocast, check_finite, check_run, checkpoint_fits, clear_folder,
+                          compile_report, die, folder_problem, fused, gather_rng_states, get_device, init_distributed,
+                          is_main, load_checkpoint, log, rank, resume_state, run_state, save_checkpoint, set_rng_state,
+                          set_seed, setup_run, speed_up, world_size, write_args)
 from darts_pd.model_search import (PRIMITIVES, Evolution, FairSchedule, PathCost, PathGroups, PathNet,  # noqa: E402
                                    PrunedNetwork, SearchNetwork, generation, path_genotype, pruned_edges,
                                    random_pruned)
@@ -132,6 +133,7 @@ def get_parser():
     g.add_argument("--eval_layers", type=int, help="cells of the evaluation network the buckets count (train.py)")
     g.add_argument("--eval_init_channels", type=int, help="its channels (train.py: 36 CIFAR, 48 ImageNet)")
     add_run_args(p, seed=2)
+    add_speed_args(p, cuda_graph="stage 1's search step")
     add_data_args(p, search=True)
     p.set_defaults(lr_scheduler="cosine")  # both stages: cosine (lr_factor reads it)
     return p
@@ -219,22 +221,33 @@ class Searcher(Checkpointed):
         self.net = SearchNetwork(args.init_channels, num_classes, args.layers, args.K,
                                  is_imagenet_like(args)).to(device)
         broadcast_state(self.net)
+        speed_up(self.net, args)
         self.weights, self.arch = self.net.weights(), self.net.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.a_opt = torch.optim.Adam(self.arch, args.arch_learning_rate, betas=(0.5, 0.999),
-                                      weight_decay=args.arch_weight_decay)
+                                      weight_decay=args.arch_weight_decay, **fused(device, capturable=True))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.w_opt, lambda e: lr_factor(e, args))
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
         self.criterion = nn.CrossEntropyLoss()
         self.epoch = 0
+        self.graph = step_graph(self.iteration, args, device)
 
     def start_epoch(self, epoch):
         self.epoch = epoch
 
     def step(self, train_batch, valid_batch):
-        a, net = self.args, self.net
         x, y = (t.to(self.device, non_blocking=True) for t in train_batch)
+        xv, yv = (t.to(self.device, non_blocking=True) for t in valid_batch)
+        t = self.graph(self.epoch, x, y, xv, yv) if self.graph else self.iteration(x, y, xv, yv)
+        out = {"train_loss": t["train_loss"].item(), "train_top1": accuracy(t["logits"], y)[0]}
+        return {**out, "valid_loss": t["valid_loss"].item()} if "valid_loss" in t else out
+
+    def iteration(self, x, y, xv, yv):
+        """The weight step, then (after `begin`) the architecture step, on tensors and without a host
+        synchronisation (a CUDA graph can hold it, `common.search.StepGraph`: the recorded step
+        depends on the epoch only)."""
+        a, net = self.args, self.net
         net.train()
         self.w_opt.zero_grad(set_to_none=True)
         with amp_autocast(self.device, a.amp):  # Alg. 1: descend grad_w L_train(w, alpha)
@@ -246,9 +259,8 @@ class Searcher(Checkpointed):
             self.scaler.unscale_(self.w_opt)
             nn.utils.clip_grad_norm_(self.weights, a.grad_clip)
         self.scaler.step(self.w_opt)
-        out = {"train_loss": loss.item(), "train_top1": accuracy(logits.detach(), y)[0]}
+        out = {"train_loss": loss.detach(), "logits": logits.detach()}
         if self.epoch >= a.begin:  # Alg. 1: descend grad_alpha L_val(w, alpha); PC-DARTS waits `begin` epochs
-            xv, yv = (t.to(self.device, non_blocking=True) for t in valid_batch)
             self.a_opt.zero_grad(set_to_none=True)
             with amp_autocast(self.device, a.amp):
                 loss_val = self.criterion(net(xv), yv)
@@ -258,7 +270,7 @@ class Searcher(Checkpointed):
                 self.scaler.unscale_(self.a_opt)
                 nn.utils.clip_grad_norm_(self.arch, a.arch_grad_clip)
             self.scaler.step(self.a_opt)
-            out["valid_loss"] = loss_val.item()
+            out["valid_loss"] = loss_val.detach()
         self.scaler.update()
         return out
 
@@ -356,11 +368,12 @@ class FairTrainer(Checkpointed):
         self.net = PrunedNetwork(self.pruned, args.init_channels, num_classes, args.layers,
                                  is_imagenet_like(args), args.frozen_alpha).to(device)
         broadcast_state(self.net)
+        speed_up(self.net, args)
         k = len(pruned_edges(self.pruned)[0][2])
         self.groups = PathGroups(self.net.num_edges, k, args.seed)  # same seed: same groups on every rank
         self.schedule = FairSchedule(steps_per_epoch, args.fair_epochs, len(self.groups), args.whole_passes)
         self.optimizer = torch.optim.SGD(self.net.parameters(), args.fair_learning_rate, momentum=args.momentum,
-                                         weight_decay=args.fair_weight_decay)
+                                         weight_decay=args.fair_weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.schedule.epochs,
                                                                     args.learning_rate_min)
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
@@ -465,6 +478,8 @@ def run_stage2(args, device):
                                                  "schedule": dataclasses.asdict(schedule),
                                                  "wall_time_s": time.time() - t0, "rng": gather_rng_states()})
         log.info("%s %s", progress.line(epoch), " ".join(f"{n} {v:.4g}" for n, v in record.items() if n != "epoch"))
+        if report := compile_report():
+            log.info("%s", report)
     trainer.save(save / "supernet.pt", classes)
     if is_main():
         write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 2",
@@ -514,14 +529,17 @@ def load_supernet(args, num_classes, device):
 @torch.no_grad()
 def recalibrate_bn(net, path, batches, device, amp=False):
     """Re-estimate the BatchNorm statistics of `path` (SPOS): reset, then the plain average over
-    `batches` in training mode, then the average over ranks."""
+    `batches` in training mode, then the average over ranks. The i-th batch (from 1) enters with
+    momentum 1/i, which is what BatchNorm's cumulative average (momentum None) computes, without
+    its reading of the batch counter on the host (a compiled op could not)."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None  # a cumulative average
     net.train()
-    for x in batches:
+    for i, x in enumerate(batches, 1):
+        for bn in bns:
+            bn.momentum = 1.0 / i  # a cumulative average
         with amp_autocast(device, amp):
             net(x.to(device, non_blocking=True), path)
     for bn, m in zip(bns, momenta):
@@ -548,7 +566,7 @@ class PathSearch:
 
     def __init__(self, args, num_classes, device, supernet=None):
         self.args, self.device = args, device
-        self.net = supernet if supernet is not None else load_supernet(args, num_classes, device)
+        self.net = supernet if supernet is not None else speed_up(load_supernet(args, num_classes, device), args)
         self.net.drop_path_prob = 0.0
         self.pruned = self.net.pruned
         train_queue = fair_loader(args, cutout=False)
@@ -652,6 +670,8 @@ def run_stage3(args, device):
         save_checkpoint(save / "checkpoint.pt", {"search": search.state_dict(), "wall_time_s": time.time() - t0})
         log.info("%s evaluated %d best %.2f%% in %d buckets", progress.line(gen).replace("epoch", "generation"),
                  len(evo.fitness), record["best_top1"], len(best))
+        if report := compile_report():
+            log.info("%s", report)
     if is_main():
         entries = write_stage3(search, a)
         write_summary(save, search_cost(time.time() - t0, device), method="darts_pd stage 3",
@@ -690,6 +710,7 @@ def main(argv=None):
     args = parse_args(argv)
     init_distributed(args.device)
     device = get_device(args.device)
+    check_cuda_graph(args, device)  # stage 1's step
     check_run(args, "search-darts_pd", nested=True)
     run = Path(args.save)
     stages = [1, 2, 3] if args.stage == "all" else [int(args.stage)]

@@ -28,9 +28,10 @@ import torch
 from common.data import add_data_args, search_loaders
 from common.genotypes import export
 from common.search import search_cost, search_epoch, write_summary
-from common.utils import (DONE, MetricsLog, add_run_args, check_run, checkpoint_fits, die, gather_rng_states,
-                          get_device, init_distributed, load_checkpoint, log, made_by_another_script, rank, read_args,
-                          resume_state, save_checkpoint, set_rng_state, set_seed, setup_run)
+from common.utils import (DONE, MetricsLog, add_run_args, add_speed_args, check_run, checkpoint_fits, compile_report,
+                          die, gather_rng_states, get_device, init_distributed, load_checkpoint, log,
+                          made_by_another_script, rank, read_args, resume_state, save_checkpoint, set_rng_state,
+                          set_seed, setup_run)
 from darts_pt.selection import TOPOLOGY_RULES, decide_op, decide_topology, evaluate_supernet
 from darts_pt.train_search import NB201_FILE, Searcher, add_nb201_arg, nb201_lookup
 from darts_pt.train_search import get_parser as search_parser
@@ -55,6 +56,7 @@ def get_parser():
     p.add_argument("--batch_size", type=int, help="default: the search's")
     add_nb201_arg(p)
     add_run_args(p)
+    add_speed_args(p, cuda_graph="the tuning's search steps")
     add_data_args(p, search=True)
     return p
 
@@ -206,6 +208,8 @@ def main(argv=None):
         eta = (time.time() - t_start) / (i + 1 - done) * (len(events) - i - 1)
         log.info("[%d/%d elapsed %s eta %s] %s", i + 1, len(events), time.strftime("%H:%M:%S", time.gmtime(elapsed)),
                  time.strftime("%H:%M:%S", time.gmtime(eta)), line)
+        if report := compile_report():
+            log.info("%s", report)
 
     genotype = model.genotype()
     meta = dict(method=f"darts_pt/{args.method}+{args.selection}", search_dir=str(args.search_dir),

@@ -12,6 +12,7 @@ Usage: python darts_pt/train_search.py [--method darts|sdarts-rs|sdarts-adv|blan
 """
 import argparse
 import inspect
+import json
 import math
 import sys
 from pathlib import Path
@@ -26,11 +27,11 @@ from torch.func import functional_call
 
 from common.data import add_data_args, search_loaders
 from common.operations import get_space
-from common.search import Checkpointed, search_loop
+from common.search import Checkpointed, search_loop, step_graph
 from common.train_eval import evaluate
-from common.utils import (accuracy, add_run_args, amp_autocast, average_gradients, broadcast_params, check_run,
-                          count_params, die, get_device, init_distributed, is_main, log, save_checkpoint, set_seed,
-                          setup_run, world_size)
+from common.utils import (accuracy, add_run_args, add_speed_args, amp_autocast, average_gradients, broadcast_params,
+                          check_run, count_params, die, fused, get_device, init_distributed, is_main, log,
+                          save_checkpoint, set_seed, setup_run, speed_up, world_size)
 from darts_pt.model_search import DartsSuperNet, NB201SuperNet
 from darts_pt.selection import argmax, decide_op
 
@@ -87,6 +88,7 @@ def get_parser():
                    help="the op of a decided edge: pt, by perturbation (SGAS+PT, default); mag, SGAS' arg-max alpha")
     add_nb201_arg(p)
     add_run_args(p, seed=2)
+    add_speed_args(p, cuda_graph="the whole search step")
     add_data_args(p, search=True)
     return p
 
@@ -177,20 +179,24 @@ class Searcher(Checkpointed):
                 a.data.zero_()
                 a.requires_grad_(False)
         broadcast_params(list(self.model.parameters()))
+        speed_up(self.model, args)
         self.alphas, self.w_params = self.model.arch_parameters(), self.model.weight_parameters()
         self.criterion = nn.CrossEntropyLoss()
         self.w_opt = torch.optim.SGD(self.w_params, args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs, args.learning_rate_min)
         self.a_opt = None if args.method == "blank" else torch.optim.Adam(
-            self.alphas, args.arch_learning_rate, betas=(0.5, 0.999), weight_decay=args.arch_weight_decay)
+            self.alphas, args.arch_learning_rate, betas=(0.5, 0.999), weight_decay=args.arch_weight_decay,
+            **fused(device, capturable=True))
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
         self.epsilon = EPSILON_START if args.method.startswith("sdarts") else 0.0
-        self.tuning = False
+        self.tuning, self.epoch = False, None
+        self.graph = step_graph(self.iteration, args, device)
 
     # ---------------------------------------------------------------- schedules
 
     def start_epoch(self, epoch):
+        self.epoch = epoch
         self.model.train()
         if self.args.method.startswith("sdarts") and not self.tuning:
             self.epsilon = EPSILON_START + (self.args.epsilon_alpha - EPSILON_START) * epoch / self.args.epochs
@@ -199,7 +205,7 @@ class Searcher(Checkpointed):
         """Sec. 4.2: tuning between two decisions: a fresh SGD at the constant rate `lr` for the weights;
         alpha keeps its optimizer; SDARTS perturbs with its largest epsilon."""
         self.w_opt = torch.optim.SGD(self.w_params, lr, momentum=self.args.momentum,
-                                     weight_decay=self.args.weight_decay)
+                                     weight_decay=self.args.weight_decay, **fused(self.device))
         self.scheduler = None
         self.tuning = True
         if self.args.method.startswith("sdarts"):
@@ -209,9 +215,16 @@ class Searcher(Checkpointed):
 
     def step(self, train_batch, valid_batch):
         x, y = (t.to(self.device, non_blocking=True) for t in train_batch)
+        xv, yv = (t.to(self.device, non_blocking=True) for t in valid_batch)
+        t = self.graph(self.graph_key(), x, y, xv, yv) if self.graph else self.iteration(x, y, xv, yv)
+        out = {"arch_loss": t["arch_loss"].item()} if "arch_loss" in t else {}
+        return {**out, "train_loss": t["train_loss"].item(), "train_top1": accuracy(t["logits"], y)[0]}
+
+    def iteration(self, x, y, xv, yv):
+        """One search iteration on tensors, without a host synchronisation (a CUDA graph can hold
+        it, `common.search.StepGraph`); returns the losses and the training logits."""
         out = {}
         if self.a_opt is not None:
-            xv, yv = (t.to(self.device, non_blocking=True) for t in valid_batch)
             self.a_opt.zero_grad(set_to_none=True)
             if self.args.unrolled:
                 arch_loss = self.unrolled_alpha_grad(x, y, xv, yv)
@@ -221,7 +234,7 @@ class Searcher(Checkpointed):
                 self.scaler.scale(arch_loss).backward(inputs=self.alphas)
             average_gradients(self.alphas)
             self.alpha_step(scaled=not self.args.unrolled)
-            out["arch_loss"] = arch_loss.item()
+            out["arch_loss"] = arch_loss.detach()
 
         with torch.no_grad():
             weights = self.model.arch_weights()
@@ -239,9 +252,12 @@ class Searcher(Checkpointed):
         nn.utils.clip_grad_norm_(self.w_params, self.args.grad_clip)
         self.scaler.step(self.w_opt)
         self.scaler.update()
-        out["train_loss"] = loss.item()
-        out["train_top1"] = accuracy(logits.detach(), y)[0]
-        return out
+        return {**out, "train_loss": loss.detach(), "logits": logits.detach()}
+
+    def graph_key(self):
+        """What the recorded step depends on besides the batches: the epoch (its learning rate and
+        epsilon), the tuning (a new optimizer of the weights), the decided and removed edges."""
+        return self.epoch, self.tuning, json.dumps(self.model.get_extra_state())
 
     def alpha_step(self, scaled):
         """Adam's step of alpha. The rows of decided and removed edges keep their values (SGAS freezes

@@ -228,13 +228,20 @@ class Network(nn.Module):
 
     # ------------------------------------------------------------ forward
 
-    def forward(self, x, child=False):
+    def derived(self):
+        """The current sub-graphs, {reduction: `derive(reduction)`}: what `forward` derives, for a
+        caller that needs them beforehand (a search step recorded per sub-graph)."""
+        return {reduction: self.derive(reduction) for reduction in (False, True)}
+
+    def forward(self, x, child=False, derived=None):
         """Logits of the super-net; `child=True` runs every cell as a Transit-cell, i.e. only the
-        derived paths (the child-net of Table 1)."""
+        derived paths (the child-net of Table 1). `derived`: the sub-graphs of the current alpha
+        (`derived()`), derived here when not given."""
         arch = {}
         for reduction in (False, True):
             coeffs = self.coefficients(reduction)
-            paths = self.derive(reduction, coeffs)   # derived every iteration, no gradient (Sec. 2.2)
+            # derived every iteration, no gradient (Sec. 2.2)
+            paths = derived[reduction] if derived is not None else self.derive(reduction, coeffs)
             engine_paths = paths if self.dst else [[(i, k) for i in range(2 + j) for k in range(len(self.op_names))]
                                                    for j in range(self.steps)]
             arch[reduction] = (coeffs, paths, engine_paths)

@@ -16,6 +16,7 @@ Usage:
 """
 import argparse
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -28,11 +29,11 @@ if __package__ in (None, ""):  # run as `python entrannas/train_search.py`
 
 from common.data import add_data_args, is_imagenet_like, make_loader, search_loaders, transforms  # noqa: E402
 from common.genotypes import export  # noqa: E402
-from common.search import Checkpointed, search_loop  # noqa: E402
+from common.search import Checkpointed, search_loop, step_graph  # noqa: E402
 from common.train_eval import evaluate  # noqa: E402
-from common.utils import (accuracy, add_run_args, all_reduce_mean, amp_autocast, broadcast_params,  # noqa: E402
-                          check_run, die, get_device, init_distributed, is_main, log, set_seed, setup_run,
-                          world_size)
+from common.utils import (accuracy, add_run_args, add_speed_args, all_reduce_mean, amp_autocast,  # noqa: E402
+                          broadcast_params, check_run, die, fused, get_device, init_distributed, is_main, log, set_seed,
+                          setup_run, speed_up, world_size)
 from entrannas.model_search import ENGINE_PLACEMENTS, ChildNet, Network  # noqa: E402
 
 # Sec. 4.2 (CIFAR-10) and Sec. 4.3 (ImageNet); the rest of the defaults are shared.
@@ -78,6 +79,7 @@ def get_parser():
     g.add_argument("--dst", action="store_true", help="EnTranNAS-DST: learnable thresholds and topology (Sec. 2.4)")
     g.add_argument("--dst_lambda", type=float, help="lambda of the sparsity term of Eq. (11) (0.1 CIFAR, 0.2 ImageNet)")
     add_run_args(p)
+    add_speed_args(p, cuda_graph="the architecture step and the weight step")
     add_data_args(p, search=True)
     return p
 
@@ -143,46 +145,71 @@ class Searcher(Checkpointed):
         except ValueError as e:
             die(str(e))
         broadcast_params(self.model.parameters())  # one super-net on every rank
+        speed_up(self.model, args)
         self.weights, self.arch = self.model.weight_parameters(), self.model.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.a_opt = torch.optim.Adam(self.arch, args.arch_learning_rate, betas=tuple(args.arch_betas),
-                                      weight_decay=args.arch_weight_decay)
+                                      weight_decay=args.arch_weight_decay, **fused(device, capturable=True))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs, args.learning_rate_min)
         amp = args.amp and device.type == "cuda"
         self.w_scaler = torch.amp.GradScaler(device.type, enabled=amp)
         self.a_scaler = torch.amp.GradScaler(device.type, enabled=amp)
         self.criterion = nn.CrossEntropyLoss()
+        self.epoch, self.derived = None, None
+        self.arch_graph = step_graph(self.arch_step, args, device)
+        self.weight_graph = step_graph(self.weight_step, args, device,  # one memory for the two recordings
+                                       self.arch_graph and self.arch_graph.pool)
 
     def start_epoch(self, epoch):
+        self.epoch = epoch
         self.model.tau = self.args.tau * self.args.tau_decay ** epoch    # annealed temperature of Eq. (5)
 
     def step(self, train_batch, valid_batch):
-        """One iteration: the architecture step (Eq. 11), then the weight step."""
-        args, model = self.args, self.model
-        model.train()
+        """One iteration: the architecture step (Eq. 11), then the weight step, each on the sub-graph
+        derived from alpha as it is then (on the host)."""
+        self.model.train()
         x_v, y_v = (t.to(self.device, non_blocking=True) for t in valid_batch)
         x_t, y_t = (t.to(self.device, non_blocking=True) for t in train_batch)
-        out = {}
+        a = self.on_derived(self.arch_graph, self.arch_step, x_v, y_v)
+        out = {"sparsity": a["sparsity"].item()} if "sparsity" in a else {}
+        out.update(valid_loss=a["loss"].item(), valid_top1=accuracy(a["logits"], y_v)[0])
+        w = self.on_derived(self.weight_graph, self.weight_step, x_t, y_t)
+        out.update(train_loss=w["loss"].item(), train_top1=accuracy(w["logits"], y_t)[0])
+        return out
 
+    def on_derived(self, graph, half, x, y):
+        """`half(x, y)` on the sub-graph derived now; with --cuda_graph its recording for that sub-graph
+        and epoch (recorded again when either changes)."""
+        self.derived = self.model.derived()
+        if graph is None:
+            return half(x, y)
+        return graph((self.epoch, json.dumps(self.derived)), x, y)
+
+    def arch_step(self, x_v, y_v):
+        """Adam on alpha (and beta) against L_val (+ Eq. 11), tensors only (no host synchronisation)."""
+        args, model = self.args, self.model
         self.a_opt.zero_grad(set_to_none=True)
         with amp_autocast(self.device, args.amp):
-            logits = model(x_v)
+            logits = model(x_v, derived=self.derived)
             loss_val = self.criterion(logits, y_v)
-        loss = loss_val.float()
+        loss, out = loss_val.float(), {}
         if args.dst:
             sparsity = model.sparsity_loss()
             loss = loss + args.dst_lambda * sparsity                      # Eq. (11)
-            out["sparsity"] = sparsity.item()
+            out["sparsity"] = sparsity.detach()
         self.a_scaler.scale(loss).backward(inputs=self.arch)
         _average_gradients(self.arch)
         self.a_scaler.step(self.a_opt)
         self.a_scaler.update()
-        out.update(valid_loss=loss_val.item(), valid_top1=accuracy(logits.detach(), y_v)[0])
+        return {**out, "loss": loss_val.detach(), "logits": logits.detach()}
 
+    def weight_step(self, x_t, y_t):
+        """SGD on the weights against L_train, tensors only (no host synchronisation)."""
+        args, model = self.args, self.model
         self.w_opt.zero_grad(set_to_none=True)
         with amp_autocast(self.device, args.amp):
-            logits = model(x_t)
+            logits = model(x_t, derived=self.derived)
             loss = self.criterion(logits, y_t)
         self.w_scaler.scale(loss).backward(inputs=self.weights)
         _average_gradients(self.weights)
@@ -191,8 +218,7 @@ class Searcher(Checkpointed):
             nn.utils.clip_grad_norm_(self.weights, args.grad_clip)
         self.w_scaler.step(self.w_opt)
         self.w_scaler.update()
-        out.update(train_loss=loss.item(), train_top1=accuracy(logits.detach(), y_t)[0])
-        return out
+        return {"loss": loss.detach(), "logits": logits.detach()}
 
     def end_epoch(self, epoch, valid_queue):
         """Per-epoch records: learning rate, temperature, alpha (and beta, thresholds, edges for DST);

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, search_loaders
 from common.operations import DARTS_OPS
-from common.search import Checkpointed, frozen_bn_stats, search_loop
+from common.search import Checkpointed, frozen_bn_stats, search_loop, step_graph
 from common.train_eval import evaluate
-from common.utils import accuracy, add_run_args, amp_autocast, check_run, die, get_device, set_seed, setup_run
+from common.utils import (accuracy, add_run_args, add_speed_args, amp_autocast, check_run, die, fused, get_device,
+                          set_seed, setup_run, speed_up)
 from msg_das.model_search import Network
 
 NUM_OPS = len(DARTS_OPS)  # the DARTS ops with `none` (Sec. 4.2)
@@ -61,6 +62,7 @@ def get_parser():
     p.add_argument("--drop_block_steps", type=int, default=4,
                    help="the rate starts at 0 and rises by prob/steps at `steps` evenly spaced epochs")
     add_run_args(p, seed=0)
+    add_speed_args(p, cuda_graph="the super-net's guidance pass")
     add_data_args(p, search=True)
     return p
 
@@ -149,18 +151,21 @@ class Searcher(Checkpointed):
     def __init__(self, args, num_classes, device):
         self.args, self.device = args, device
         self.net = Network(args.init_channels, num_classes, args.layers, block_size=args.drop_block_size).to(device)
+        speed_up(self.net, args)
         self.w_opt = torch.optim.SGD(self.net.weight_parameters(), args.learning_rate, momentum=args.momentum,
-                                     weight_decay=args.weight_decay)
+                                     weight_decay=args.weight_decay, **fused(device))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, args.epochs,
                                                                     eta_min=args.learning_rate_min)
-        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), args.arch_learning_rate,
-                                      betas=tuple(args.arch_betas), weight_decay=args.arch_weight_decay)
+        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), args.arch_learning_rate, betas=tuple(args.arch_betas),
+                                      weight_decay=args.arch_weight_decay, **fused(device, capturable=True))
         self.amp = args.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.teacher = step_graph(self.soft_labels, args, device)  # the one static pass of a step
         self.start_epoch(0)
 
     def start_epoch(self, epoch):
         a = self.args
+        self.epoch = epoch
         self.tau = tau_at(epoch, a)
         self.lam = lambda_at(epoch, a, a.lambda_guide)
         self.mu = lambda_at(epoch, a, a.lambda_peer) if a.peer_loss else 0.0
@@ -168,13 +173,13 @@ class Searcher(Checkpointed):
         self.net.set_drop_block(self.drop_block)
         self.lr = self.w_opt.param_groups[0]["lr"]
 
-    @torch.no_grad()
     def soft_labels(self, x):
         """Sec. 3.3: one forward of the whole super-net, every op mixed by softmax(alpha), with no
         gradient and no stored activations: its class probabilities are the soft labels. The pass
         leaves the super-net untouched: BatchNorm normalises with the batch statistics, as in
-        training, but its running statistics (those of the sub-graphs) are not updated."""
-        with frozen_bn_stats(self.net):
+        training, but its running statistics (those of the sub-graphs) are not updated. No host
+        synchronisation: with --cuda_graph it is recorded (per epoch: its DropBlock rate)."""
+        with torch.no_grad(), frozen_bn_stats(self.net), amp_autocast(self.device, self.amp):
             w_n, w_r = self.net.supernet_weights()
             return F.softmax(self.net(x, w_n, w_r, single_path=False).float(), dim=-1)
 
@@ -194,8 +199,10 @@ class Searcher(Checkpointed):
 
         # weight step on the training split: K new sub-graphs, Eq. (7) summed over them
         self.w_opt.zero_grad(set_to_none=True)
+        soft = None
+        if self.lam > 0:
+            soft = self.teacher(self.epoch, x_t) if self.teacher else self.soft_labels(x_t)
         with amp_autocast(self.device, self.amp):
-            soft = self.soft_labels(x_t) if self.lam > 0 else None
             logits = [self.net(x_t, w_n, w_r) for w_n, w_r in self.net.sample(K, self.tau, detach=True)]
             loss, cls, guide, peer = subgraph_losses(logits, y_t, soft, self.lam, self.mu)
         self.scaler.scale(loss).backward()

@@ -199,6 +199,9 @@ TABLE = [
     ("--save pointing at a file", lambda w, t, new: [*SEARCH, "--save", w / "file"], "is a file"),
     ("--learning_rate inf", lambda w, t, new: [*EVAL, "--learning_rate", "inf", "--save", new],
      "--learning_rate inf"),
+    *[(f"--cuda_graph on a CPU ({m})", lambda w, t, new, m=m: [SCRIPTS[m], *TINY, "--cuda_graph", "--save", new],
+       "--cuda_graph records the search's steps as CUDA graphs: it needs --device cuda")
+      for m in ("entrannas", "darts_pt", "darts_pd", "d_darts", "msg_das")],
     # Genotypes
     *[(f"genotype JSON: {name}", lambda w, t, new, name=name: [*EVAL, "--arch", w / f"{name}.json", "--save", new],
        message) for name, message in (("nb201_number", "not a NAS-Bench-201 string: 5"),
