@@ -635,7 +635,7 @@ class Run:
                 self.set(name, "pending")
             elif rc == 0 and is_done(s, self.out):
                 self.measured[name] = took
-                self.set(name, "done", seconds=round(took, 1), rc=0)
+                self.set(name, "done", seconds=round(took, 3), rc=0)
                 self.event(f"done    {name} in {hms(took)}")
             else:
                 why = f"exit code {rc}" if rc else f"exit code 0 but no {s.done}"

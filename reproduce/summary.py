@@ -68,7 +68,7 @@ def _std(xs):
 
 def logged(out, parts, stages):
     """The numbers the row's finished searches logged (`Row.logged`), each the mean over them."""
-    done = {s["name"]: s["done"] for s in stages}
+    done = {s["name"]: s.get("done", "summary.json") for s in stages}
     finished = [out / n for n in parts["searches"] if (out / n / done.get(n, "summary.json")).exists()]
     values = {k: [v for v in (final_value(f, k) for f in finished) if v != -math.inf] for k in parts.get("logged", ())}
     return {k: sum(v) / len(v) for k, v in values.items() if v}
@@ -92,6 +92,7 @@ def row_results(out, parts, stages):
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
     measures.update(logged(out, parts, stages))
     mems = [s["peak_memory_MB"] for s in searches if s["peak_memory_MB"] is not None]
+    marker = {s["name"]: s.get("done", "summary.json") for s in stages}  # each stage's done-marker
     return {
         "trainings": len(trainings), "finished": len(done),
         "datasets": sorted({s.get("dataset") for s in done}),
@@ -108,7 +109,7 @@ def row_results(out, parts, stages):
         "devices": sorted({d for s in searches for d in s["devices"]}),
         "selected_by": select and {k: select.get(k) for k in ("rule", "key", "chosen", "value")},
         "measures": measures,
-        "stages_done": sum((out / n / "summary.json").exists() for n in _row_stages(parts)),
+        "stages_done": sum((out / n / marker.get(n, "summary.json")).exists() for n in _row_stages(parts)),
         "stages": len(_row_stages(parts)),
         "cells": trained_cells(parts, stages),
     }
@@ -122,7 +123,10 @@ def trained_cells(parts, stages):
     argv = {s["name"]: s["argv"] for s in stages}
     cells = []
     for name in parts["trainings"]:
-        arch = argv[name][argv[name].index("--arch") + 1]
+        given = argv.get(name, ())
+        if "--arch" not in given:
+            continue
+        arch = given[given.index("--arch") + 1]
         if arch in (c["arch"] for c in cells):
             continue
         if arch.startswith("{out}/"):
