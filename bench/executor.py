@@ -2,8 +2,9 @@
 
   parallel   the smoke plan (`run_all.sh --smoke`) one stage at a time (--jobs 1) and two at a time
              (--jobs 2), each into a fresh folder: wall time, and the ratio
-  overhead   one stage under each executor (this machine's processes; submitit's local backend,
-             the code path of Slurm): from its launch to its process' first line (a stage that
+  overhead   one stage under each executor (this machine's processes, forked from the warm driver
+             or a fresh python; submitit's local backend, the code path of Slurm): from its launch
+             to its process' first line (a stage that
              does nothing), and to the first training step of a smoke training
              (common.train_eval with --report_freq 1: Python, PyTorch, data and network set-up)
 
@@ -118,7 +119,10 @@ def main(argv=None):
            "machine": {"device": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "torch": torch.__version__}}
     if a.only in (None, "overhead"):
-        makers = [("this machine (LocalExecutor)", lambda out: engine.LocalExecutor(jobs=1))]
+        makers = [("this machine's CPUs, forked from the warm driver (LocalExecutor, run_all.sh --jobs)",
+                   lambda out: engine.LocalExecutor(jobs=1)),
+                  ("this machine, a fresh python (LocalExecutor, as for GPU stages)",
+                   lambda out: engine.LocalExecutor(jobs=1, warm=False))]
         try:
             import submitit  # noqa: F401
             makers.append(("submitit local backend (SubmititExecutor)",

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reproduce.registry import ROOT
+from reproduce.warm import Forked, preload
 
 LOCK = "stage.lock"
 CONSOLE = "console.txt"
@@ -130,9 +131,10 @@ class Busy(Exception):
     """Another process holds the stage's folder."""
 
 
-def start(cmd, folder, env, attempt=1):
+def start(cmd, folder, env, attempt=1, warm=False):
     """Start a stage's process with its folder locked (the process keeps the lock until it ends)
-    and its output appended to FOLDER/console.txt; raises Busy if another process holds it."""
+    and its output appended to FOLDER/console.txt; raises Busy if another process holds it. `warm`:
+    forked from this process, which has imported torch (reproduce/warm.py), not a fresh python."""
     folder = Path(folder)
     lock = Lock(folder / LOCK)
     if not lock.acquire():
@@ -142,8 +144,11 @@ def start(cmd, folder, env, attempt=1):
             console.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {attempt} on {socket.gethostname()}"
                           f"{_devices_note(env)}: {shlex.join(cmd)}\n")
             console.flush()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT,
-                                    pass_fds=(lock.fd,), start_new_session=True)
+            if warm:
+                proc = Forked(cmd, ROOT, env, console.fileno(), keep=lock.fd)
+            else:
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT,
+                                        pass_fds=(lock.fd,), start_new_session=True)
         lock.say(pid=proc.pid, driver=os.getpid(), attempt=attempt)
     finally:
         lock.release()  # the stage's process holds it now
@@ -201,13 +206,18 @@ class LocalExecutor:
     """Stages as processes on this machine. With `gpus` (device ids as CUDA_VISIBLE_DEVICES would
     name them), a stage asking for G GPUs waits for min(G, len(gpus)) free ones and is pinned to
     them; stages that need no GPU (the selection) run beside them. Without GPUs, `jobs` stages run
-    at once on the CPUs, each with its share of the cores as threads."""
+    at once on the CPUs, each with its share of the cores as threads, forked from this process once
+    it has imported torch (`warm`; reproduce/warm.py): a smoke stage's work is shorter than a fresh
+    interpreter's imports."""
 
     tick = 0.1  # seconds between two looks at the running stages
 
-    def __init__(self, gpus=(), jobs=1):
+    def __init__(self, gpus=(), jobs=1, warm=True):
         self.gpus, self.free, self.jobs, self.cpu_busy = tuple(gpus), list(gpus), jobs, 0
         self.threads = max(1, (os.cpu_count() or 1) // jobs) if not gpus else None
+        self.warm = warm and not gpus
+        if self.warm:
+            preload()
 
     @property
     def capacity(self):
@@ -256,7 +266,8 @@ class LocalExecutor:
             folder = Path(out) / a.stage.name
             env = stage_env(gpus=a.gpus if self.gpus else [], threads=self.threads)
             try:
-                a.handle = start(command(a.stage, out, a.nproc), folder, env, a.number)
+                a.handle = start(command(a.stage, out, a.nproc), folder, env, a.number,
+                                 warm=self.warm and a.nproc == 1)
                 a.job_id, a.log = str(a.handle.pid), str(folder / CONSOLE)
             except Busy as e:
                 a.handle = e
@@ -333,7 +344,7 @@ class SubmititExecutor:
                                slurm_account=account, slurm_signal_delay_s=120, slurm_stderr_to_stdout=True,
                                slurm_additional_parameters={"chdir": str(ROOT)})
         self.max_timeouts, self.executor = max_timeouts, None
-        self.local = LocalExecutor(jobs=1)
+        self.local = LocalExecutor(jobs=1, warm=False)
         self.tick = 5.0 if cluster == "slurm" else 0.1  # Slurm: sacct and a shared file system are slow
 
     capacity = None  # the cluster's: unknown here (the ETA is then the longest chain of stages)

@@ -45,9 +45,11 @@ def table_of(source):
     return source
 
 
-def search_cost(out, names):
-    """Wall time, GPU-hours and peak GPU memory of the stages `names` (a search and its steps)."""
-    stages = [s for s in (read_json(Path(out) / n / "summary.json") for n in names) if s and "search_time_s" in s]
+def search_cost(out, names, marker):
+    """Wall time, GPU-hours and peak GPU memory of the stages `names` (a search and its steps), from
+    their done-markers (`marker`: {name: file}, summary.json where not named)."""
+    stages = [s for s in (read_json(Path(out) / n / marker.get(n, "summary.json")) for n in names)
+              if s and "search_time_s" in s]
     gpu = [s["gpu_hours"] for s in stages if s.get("gpu_hours") is not None]
     mem = [s["peak_memory_MB"] for s in stages if s.get("peak_memory_MB") is not None]
     return {"hours": sum(s["search_time_s"] for s in stages) / 3600 if stages else None,
@@ -66,10 +68,9 @@ def _std(xs):
     return statistics.stdev(xs) if len(xs) > 1 else None
 
 
-def logged(out, parts, stages):
+def logged(out, parts, marker):
     """The numbers the row's finished searches logged (`Row.logged`), each the mean over them."""
-    done = {s["name"]: s.get("done", "summary.json") for s in stages}
-    finished = [out / n for n in parts["searches"] if (out / n / done.get(n, "summary.json")).exists()]
+    finished = [out / n for n in parts["searches"] if (out / n / marker.get(n, "summary.json")).exists()]
     values = {k: [v for v in (final_value(f, k) for f in finished) if v != -math.inf] for k in parts.get("logged", ())}
     return {k: sum(v) / len(v) for k, v in values.items() if v}
 
@@ -77,6 +78,7 @@ def logged(out, parts, stages):
 def row_results(out, parts, stages):
     """Our numbers for one row, from the summary.json of its finished stages."""
     out = Path(out)
+    marker = {s["name"]: s.get("done", "summary.json") for s in stages}  # each stage's done-marker
     trainings = [(n, read_json(out / n / "summary.json")) for n in parts["trainings"]]
     done = [s for _, s in trainings if s and s.get("final_top1") is not None]
     errors = [100 - s["final_top1"] for s in done]
@@ -84,15 +86,14 @@ def row_results(out, parts, stages):
     searches = []  # each searched architecture: the search and its steps
     for name in parts["searches"]:
         steps = [s for s in parts["steps"] if s.startswith(name + "/")]
-        searches.append(search_cost(out, [name, *steps]))
+        searches.append(search_cost(out, [name, *steps], marker))
     select = read_json(out / parts["select"] / "summary.json") if parts.get("select") else None
     measures = {}
     for name in parts["measures"]:
         measures.update({k: v for k, v in (read_json(out / name / "summary.json") or {}).items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    measures.update(logged(out, parts, stages))
+    measures.update(logged(out, parts, marker))
     mems = [s["peak_memory_MB"] for s in searches if s["peak_memory_MB"] is not None]
-    marker = {s["name"]: s.get("done", "summary.json") for s in stages}  # each stage's done-marker
     return {
         "trainings": len(trainings), "finished": len(done),
         "datasets": sorted({s.get("dataset") for s in done}),

@@ -168,8 +168,9 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     second driver waits for it instead of running it too. Kill the stage as well: the second
     driver starts it again with --resume, it continues after its last step (none is repeated),
     and the plan finishes."""
-    code = DRIVER.format(root=str(ROOT), long=stage("long", steps=10, sleep=0.3).argv,
-                         after=stage("after", needs=["long"]).argv)  # a driver that imports nothing heavy
+    n = 30  # steps of 0.3 s: the stage outlives the first driver and the second one's start (it imports torch)
+    code = DRIVER.format(root=str(ROOT), long=stage("long", steps=n, sleep=0.3).argv,
+                         after=stage("after", needs=["long"]).argv)
     first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL)
     steps = tmp_path / "long" / "steps.jsonl"
     deadline = time.time() + 60
@@ -190,7 +191,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     rest = second.communicate(timeout=60)[0]
     assert second.returncode == 0 and "start   long on CPU" in rest and "done    after" in rest, rest
     done = [json.loads(x) for x in steps.read_text().splitlines()]
-    assert [d["step"] for d in done] == list(range(10))  # every step once: continued, not redone
+    assert [d["step"] for d in done] == list(range(n))  # every step once: continued, not redone
     assert done[0]["attempt"] == 1 and done[-1]["attempt"] == 2
     assert records(tmp_path)["long"]["end"]["resume"]
 

@@ -53,9 +53,10 @@ def test_smoke_runs_every_kind_of_experiment_to_a_row_of_the_tables(smoke):
         if o["trainings"]:
             assert o["finished"] == o["trainings"] and o["datasets"] == ["synthetic"], key
             assert 0 <= o["test_error"] <= 100 and o["params_M"] > 0, key
-        else:  # a row of numbers its searches log (EnTranNAS Table 1): every one of them is there
+        else:  # numbers its searches log (EnTranNAS Table 1), a measurement's (Table 3: in the smoke plan
+            # under a 1 MB limit that no batch fits, the plumbing only), or a figure's curves (DARTS-PT Fig. 3)
             row = next(e for e in EXPERIMENTS if isinstance(e, Row) and e.key == key)
-            assert row.logged and set(o["measures"]) >= set(row.logged), key
+            assert set(o["measures"]) >= set(row.logged), key
         assert o["stages_done"] == o["stages"], key
         if o["searches"]:
             assert o["searches_finished"] == o["searches"] and o["search_hours"] > 0, key
