@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reproduce.registry import ROOT
-from reproduce.warm import Forked, preload
+from reproduce.warm import Forked, preload, runs as warm_runs
 
 LOCK = "stage.lock"
 CONSOLE = "console.txt"
@@ -144,7 +144,7 @@ def start(cmd, folder, env, attempt=1, warm=False):
             console.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {attempt} on {socket.gethostname()}"
                           f"{_devices_note(env)}: {shlex.join(cmd)}\n")
             console.flush()
-            if warm:
+            if warm and warm_runs(cmd):
                 proc = Forked(cmd, ROOT, env, console.fileno(), keep=lock.fd)
             else:
                 proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT,

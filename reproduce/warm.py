@@ -26,6 +26,11 @@ import traceback
 PRELOAD = ("numpy", "torch", "torchvision", "common.data", "common.utils")  # what every stage imports first
 
 
+def runs(cmd):
+    """Whether `Forked` runs this command: python with a script, -m module or -c code (no other option)."""
+    return len(cmd) > 1 and cmd[0] == sys.executable and (not cmd[1].startswith("-") or cmd[1] in ("-m", "-c"))
+
+
 def preload():
     """Import what every stage imports, once, in this (the driver's) process."""
     for name in PRELOAD:
@@ -33,7 +38,7 @@ def preload():
 
 
 class Forked:
-    """A stage's process forked from this one: `cmd` ([python, script or -m module, args...]) run
+    """A stage's process forked from this one: `cmd` ([python, script | -m module | -c code, args...]) run
     in `cwd` with `env`, stdout and stderr into the descriptor `output`, holding `keep` (a lock's
     descriptor). The part of subprocess.Popen the engine uses: pid, returncode, poll(), wait()."""
 
@@ -91,6 +96,10 @@ def _child(cmd, cwd, env, output, keep):
             sys.path[0:1] = [os.getcwd(), *extra]
             sys.modules.pop(args[1], None)  # run as __main__, as `python -m` does, not as the driver imported it
             runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        elif args[0] == "-c":
+            sys.argv = ["-c", *args[2:]]
+            sys.path[0:1] = ["", *extra]
+            exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
         else:
             sys.argv = list(args)
             sys.path[0:1] = [os.path.dirname(os.path.abspath(args[0])), *extra]

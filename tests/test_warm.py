@@ -92,6 +92,16 @@ def test_a_forked_stage_sees_what_a_fresh_python_sees(tmp_path, module):
     torch.set_num_threads(before)
 
 
+def test_code_given_with_dash_c(tmp_path):
+    code = "import sys, os; print(__name__, sys.argv[1:], repr(sys.path[0]), os.environ['PROBE']); sys.exit(5)"
+    cmd = [sys.executable, "-c", code, "--save", "x"]
+    assert warm.runs(cmd) and not warm.runs([sys.executable, "-u", "x.py"]) and not warm.runs(["torchrun", "x.py"])
+    for forked in (False, True):
+        proc, _ = launch(forked, cmd, tmp_path, f"c-{forked}")
+        assert proc.wait(30) == 5
+    assert (tmp_path / "c-True.txt").read_text() == (tmp_path / "c-False.txt").read_text() == "__main__ ['--save', 'x'] '' here\n"
+
+
 def test_a_forked_stage_holds_its_lock_alone_and_stops_like_a_process(tmp_path):
     (tmp_path / "probe_mod.py").write_text(PROBE)
     proc, _ = launch(True, [sys.executable, str(tmp_path / "probe_mod.py"), "sleep"], tmp_path, "s")
