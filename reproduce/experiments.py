@@ -521,12 +521,11 @@ DD_FIG4 = tuple(Row("d_darts", "Fig. 4", f"w01={w}", "cifar100",
                 for w in range(11))
 # Fig. 5: the best validation top-1 of the super-net per search epoch on CIFAR-10: D-DARTS (L_T), the
 # FairDARTS super-net (one architecture per cell type, sigmoid + L01 with FairDARTS' weight, no schedule on
-# the alphas) and first-order DARTS (darts_pt/train_search.py; ~0.4 GPU-days, as MSG-DAS and DARTS-PT cite it).
+# the alphas) and first-order DARTS (DARTS-PT's super-net of Table 2 with D-DARTS' seed 2: the same folder).
 DD_FIG5 = (Row("d_darts", "Fig. 5", "D-DARTS", search=DD_LT_C10),
            Row("d_darts", "Fig. 5", "FairDARTS", search=dd_search("fair-c10", share_alphas=True, w_abl=0, w01=5,
                                                                   arch_learning_rate_min=3e-3)),
-           Row("d_darts", "Fig. 5", "DARTS", search=Search("darts_pt", "darts-c10", flags(method="darts"), seeds=(2,),
-                                                           gpu_days=0.4)))
+           Row("d_darts", "Fig. 5", "DARTS", search=replace(magnitude(DARTS_PT), seeds=(2,))))
 EXPERIMENTS += [
     # w_abl = 0.5 first: --smoke runs the first row of a kind, and w_abl = 0 would not run the ablated networks
     *sorted(DD_FIG3, key=lambda r: r.x["w_abl"] != 0.5),
