@@ -180,11 +180,13 @@ class Searcher(Checkpointed):
                 h[i] = h[i] + hb
             # d L_AB^i / d alpha_i with d MC_i / d alpha_i = g_i (L_CE(C without C_i) has no alpha_i)
             # and d mean(MC) / d alpha_i = g_i - h_i / n:  g_i (1/m - MC_i/m^2) + h_i MC_i / (n m^2),
-            # 0 where mean(MC) = 0 (Eq. 7's second case); m and MC_i stay on the device
-            m = mc.mean()
+            # 0 where mean(MC) = 0 (Eq. 7's second case); m and MC_i stay on the device, the coefficients
+            # in float64 (rounded once to the gradients' dtype when they multiply them)
+            m = mc.mean().double()
             safe = torch.where(m == 0, 1.0, m)
             for i in range(n):
-                d_lab = (1 / safe - mc[i] / safe ** 2) * g[i] + mc[i] / (n * safe ** 2) * h[i]
+                mc_i = mc[i].double()
+                d_lab = (1 / safe - mc_i / safe ** 2) * g[i] + mc_i / (n * safe ** 2) * h[i]
                 grads[i] = grads[i] + args.w_abl * torch.where(m == 0, 0.0, d_lab)  # Eq. (9)
         l_t = total_loss(L.detach(), l01.detach(), l_ab, args.w01, args.w_abl)  # Eq. (9), per cell
         return grads, dict(L=L.detach(), l01=l01.detach(), mc=mc, l_ab=l_ab, l_t=l_t)

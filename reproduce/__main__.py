@@ -154,7 +154,8 @@ def make_executor(a, out):
     if a.jobs is not None and a.gpus is None and gpus:
         die(f"--jobs runs stages side by side on the CPUs, but this machine has {len(gpus)} GPUs: "
             "add --gpus 0 to use the CPUs, or drop --jobs to give each stage a GPU")
-    return engine.LocalExecutor(gpus[:len(gpus) if a.gpus is None else a.gpus], a.jobs or 1)
+    # stages forked from this process only where it has seen no GPU (asking CUDA how many may set it up)
+    return engine.LocalExecutor(gpus[:len(gpus) if a.gpus is None else a.gpus], a.jobs or 1, warm=not gpus)
 
 
 def prior(a, executor):
@@ -227,7 +228,7 @@ def main(argv=None):
     out = Path(a.out)
     executor = make_executor(a, out)
     if a.plan:
-        print_plan(p, out, executor, prior(a, executor), scaled=not a.smoke)
+        print_plan(p, out, executor, prior(a, executor), scaled=not (a.smoke or a.demo))
         return 0
     out.mkdir(parents=True, exist_ok=True)
     lock = engine.Lock(out / "run_all.lock")
@@ -237,9 +238,10 @@ def main(argv=None):
             "wait for it to end or stop it")
     fetch_datasets(p)
     (out / "plan.json").write_text(json.dumps(to_json(p), indent=1) + "\n")
-    print(f"run_all.sh: results in {out} ({'smoke' if a.smoke else 'full'} mode); status in {out / engine.STATUS}",
+    print(f"run_all.sh: results in {out} ({'smoke' if a.smoke else 'demo' if a.demo else 'full'} mode); "
+          f"status in {out / engine.STATUS}",
           flush=True)
-    r = engine.run(p, out, executor, a.retries, prior(a, executor), scaled=not a.smoke,
+    r = engine.run(p, out, executor, a.retries, prior(a, executor), scaled=not (a.smoke or a.demo),  # tiny stages
                    echo=lambda line: print(line, flush=True))
     summary.main([str(out)])
     if r.interrupted:

@@ -14,6 +14,7 @@ child starts as a fresh process would (its OpenMP threads are created on first u
 OMP_NUM_THREADS of its own environment). GPU stages and torchrun start cold (subprocess.Popen).
 """
 import atexit
+import gc
 import importlib
 import os
 import runpy
@@ -45,6 +46,7 @@ class Forked:
     def __init__(self, cmd, cwd, env, output, keep=None):
         sys.stdout.flush()
         sys.stderr.flush()
+        gc.collect()  # no garbage of the driver's left for the child to finalise
         self.args, self.returncode = cmd, None
         self.pid = os.fork()
         if self.pid == 0:
@@ -86,7 +88,6 @@ def _child(cmd, cwd, env, output, keep):
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
-        atexit._clear()  # the driver's exit handlers are not the stage's
         if "torch" in sys.modules and env.get("OMP_NUM_THREADS", "").isdigit():
             sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
         extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
@@ -109,13 +110,20 @@ def _child(cmd, cwd, env, output, keep):
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT  # python ends by SIGINT itself after an uncaught KeyboardInterrupt
     except BaseException:
         traceback.print_exc()
         code = 1
     try:
-        atexit._run_exitfuncs()
+        gc.collect()
+        atexit._run_exitfuncs()  # what the imported libraries registered (logging, multiprocessing, ...), as at exit
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
+    if code == -signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     return code

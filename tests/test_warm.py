@@ -103,12 +103,29 @@ def test_code_given_with_dash_c(tmp_path):
 
 
 def test_a_forked_stage_holds_its_lock_alone_and_stops_like_a_process(tmp_path):
+    """... even though the driver handles SIGTERM itself (run_all.sh stops its stages on it)."""
     (tmp_path / "probe_mod.py").write_text(PROBE)
-    proc, _ = launch(True, [sys.executable, str(tmp_path / "probe_mod.py"), "sleep"], tmp_path, "s")
+    before = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        proc, _ = launch(True, [sys.executable, str(tmp_path / "probe_mod.py"), "sleep"], tmp_path, "s")
+    finally:
+        signal.signal(signal.SIGTERM, before)
     lock = engine.Lock(tmp_path / "s.lock")
     deadline = time.time() + 30
     while not (tmp_path / "s.txt").read_text() and time.time() < deadline:
         time.sleep(0.02)
     assert lock.held() and proc.poll() is None  # the child holds the lock the driver released
+    t0 = time.time()
     engine.stop(proc, grace=5)
-    assert proc.returncode == -signal.SIGTERM and not lock.held()
+    assert proc.returncode == -signal.SIGTERM and time.time() - t0 < 5 and not lock.held()
+
+
+def test_only_cpu_stages_are_forked(tmp_path, monkeypatch):
+    """GPU stages start as fresh processes (CUDA cannot be used in a forked child), and so does every
+    stage where the driver has seen a GPU, --gpus 0 included (asking CUDA may have set it up)."""
+    from reproduce import __main__ as driver
+    assert engine.LocalExecutor(jobs=2).warm and not engine.LocalExecutor(gpus=("0",)).warm
+    for visible, argv, forked in (([], ["--jobs", "2"], True), (["0", "1"], ["--gpus", "0", "--jobs", "2"], False),
+                                  (["0", "1"], [], False)):
+        monkeypatch.setattr(driver, "visible_gpus", lambda: visible)
+        assert driver.make_executor(driver.parse_args(argv), tmp_path).warm is forked, argv
