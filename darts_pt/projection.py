@@ -63,7 +63,8 @@ def get_parser():
 
 def parse_args(argv=None):
     """The projection flags over the search run's arguments: data, device and seed flags default to
-    the search's; --save defaults to SEARCH_DIR/projection_<selection>[_epoch<E>]."""
+    the search's (not --compile, --channels_last, --cuda_graph: off unless given); --save defaults to
+    SEARCH_DIR/projection_<selection>[_epoch<E>]."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--search_dir")
     search_dir = pre.parse_known_args(argv)[0].search_dir
@@ -72,9 +73,10 @@ def parse_args(argv=None):
     if search_dir:
         search = finished_search(Path(search_dir))
         ours = vars(parser.parse_args(["--search_dir", search_dir]))
-        # not inherited: the run folder, and SGAS' --selection (a different flag of the search)
-        parser.set_defaults(**{k: v for k, v in search.items()
-                               if k in ours and k not in ("save", "resume", "overwrite", "selection")})
+        # not inherited: the run folder, SGAS' --selection (a different flag of the search), and how fast
+        # the network computes (--compile, --channels_last, --cuda_graph: this run's own, off unless given)
+        parser.set_defaults(**{k: v for k, v in search.items() if k in ours and k not in (
+            "save", "resume", "overwrite", "selection", "compile", "channels_last", "cuda_graph")})
     args = argparse.Namespace(**{**search, **vars(parser.parse_args(argv))})
     if args.method == "sgas":
         die(f"{args.search_dir} is an SGAS search, which decided its edges itself: its genotype.json is the "

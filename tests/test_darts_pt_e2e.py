@@ -39,6 +39,20 @@ def test_search_run_folder(darts_run):
     assert load(str(search / "genotype.json")).kind == "darts"
 
 
+def test_projection_inherits_the_search_flags_but_not_its_speed_flags(darts_run, tmp_path):
+    """A search recorded with --compile --channels_last --cuda_graph (on a GPU) projects on a CPU:
+    those flags are the projection run's own; data, model and seed flags come from the search."""
+    search, _, _ = darts_run
+    copy = tmp_path / "search"
+    copy.mkdir()
+    stored = json.loads((search / "args.json").read_text())
+    (copy / "args.json").write_text(json.dumps({**stored, "compile": True, "channels_last": True, "cuda_graph": True}))
+    (copy / "summary.json").write_text("{}")
+    args = projection.parse_args(["--search_dir", str(copy)])
+    assert not (args.compile or args.channels_last or args.cuda_graph)
+    assert (args.layers, args.search_space, args.seed) == (stored["layers"], stored["search_space"], stored["seed"])
+
+
 def test_selection_decides_every_edge_then_the_topology(darts_run):
     _, out, genotype = darts_run
     rounds = json.loads((out / "decisions.json").read_text())
