@@ -46,7 +46,6 @@ class Forked:
     def __init__(self, cmd, cwd, env, output, keep=None):
         sys.stdout.flush()
         sys.stderr.flush()
-        gc.collect()  # no garbage of the driver's left for the child to finalise
         self.args, self.returncode = cmd, None
         self.pid = os.fork()
         if self.pid == 0:

@@ -50,7 +50,7 @@ def run(plan, out, executor, **kw):
 
 
 def test_dependencies_first_and_independent_stages_side_by_side(tmp_path):
-    p = plan_of(stage("s1", sleep=0.3), stage("s2", sleep=1.0), stage("s3", sleep=0.3),
+    p = plan_of(stage("s1", sleep=0.8), stage("s2", sleep=1.0), stage("s3", sleep=0.3),
                 stage("t1", ["s1"], kind="train", needs=["s1"]),
                 stage("sel", ["s1", "s2"], kind="select", hours=0, needs=["s1", "s2"]),
                 stage("t2", ["sel"], kind="train", needs=["sel"]))
