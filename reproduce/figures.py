@@ -10,7 +10,7 @@ summary.json).
           `curves_of="steps"`, of their post-search steps), the mean over seeds, or with `running`
           each search's best value so far.
   edges   one panel per analysed edge (DARTS-PT's Figs. 1, 2, 7): softmax(alpha) and the discretization
-          accuracy at convergence of each op, from the strength.json of the rows' measurements
+          accuracy at convergence of each op (points: (op, accuracy, alpha)), from the strength.json of the rows' measurements
           (darts_pt/analysis.py strength); the op each of them picks is in the panel's title.
 """
 import itertools
@@ -76,8 +76,9 @@ def figure_data(fig, results, out, parts_of, paper=None):
                 except (OSError, ValueError):
                     continue
                 for e in edges:
-                    series.append({"label": f"{row.row}: {e['cell']} edge {e['name']}", "y_name": "edge",
-                                   "ops": e["ops"], "alpha": e["alpha"], "valid_top1": e["valid_top1"],
+                    series.append({"label": f"{row.row}: {e['cell']} edge {e['name']}", "y_name": "valid_top1",
+                                   "points": [(op, acc, alpha) for op, acc, alpha in
+                                              zip(e["ops"], e["valid_top1"], e["alpha"]) if acc is not None],
                                    "alpha_choice": e.get("alpha_choice"), "accuracy_choice": e.get("accuracy_choice")})
     else:
         raise ValueError(f"unknown figure kind {fig.kind!r}")
@@ -127,12 +128,7 @@ def draw(data, path):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle(f"{data['paper']} {data['figure']}: {data['title']}", fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, data, path, plt)
 
 
 def _draw_edges(data, path, plt):
@@ -140,19 +136,24 @@ def _draw_edges(data, path, plt):
     edges = data["series"]
     cols = min(len(edges), 4) or 1
     rows = max(1, -(-len(edges) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 6.5), 3.2 * rows), squeeze=False)
     for ax in axes.flat[len(edges):]:
         ax.axis("off")
     for ax, e in zip(axes.flat, edges):
-        ops = [o for o, acc in zip(e["ops"], e["valid_top1"]) if acc is not None]
+        ops, accuracy, alpha = zip(*e["points"]) if e["points"] else ((), (), ())
         x = range(len(ops))
-        ax.bar([i - 0.2 for i in x], [e["alpha"][e["ops"].index(o)] for o in ops], 0.4, color="tab:blue")
+        ax.bar([i - 0.2 for i in x], alpha, 0.4, color="tab:blue")
         ax.set_ylabel("softmax(α)", color="tab:blue")
         acc = ax.twinx()
-        acc.bar([i + 0.2 for i in x], [e["valid_top1"][e["ops"].index(o)] for o in ops], 0.4, color="tab:orange")
+        acc.bar([i + 0.2 for i in x], accuracy, 0.4, color="tab:orange")
         acc.set_ylabel("valid top-1 (%)", color="tab:orange")
         ax.set_xticks(list(x), ops, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{e['label']}\nα picks {e['alpha_choice']}, accuracy picks {e['accuracy_choice']}", fontsize=7)
+    return _save(fig, data, path, plt)
+
+
+def _save(fig, data, path, plt):
+    """Title the figure with the paper's figure, write it as PNG and close it."""
     fig.suptitle(f"{data['paper']} {data['figure']}: {data['title']}", fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

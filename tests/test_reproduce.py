@@ -555,3 +555,20 @@ def test_darts_pt_smoke_plan_is_small():
     for f in FIGURES:  # Fig. 7's rows are Fig. 1's kind on other seeds
         if f.paper == "darts_pt":
             assert any(kind(r) in kept for r in f.rows), f.figure
+
+
+def test_darts_pt_edge_figures_draw_alpha_beside_accuracy_of_each_op(tmp_path):
+    """Figs. 1, 2, 7 (Figure kind `edges`): one series per analysed edge, (op, accuracy, alpha) for every
+    op measured (`none`, never a candidate on a DARTS cell, left out), and the op each of them picks."""
+    fig = next(f for f in FIGURES if (f.paper, f.figure) == ("darts_pt", "Fig. 1"))
+    parts = {fig.rows[0].key: {"measures": ["darts_pt/measure/strength-fig1"]}}
+    edge = {"cell": "normal", "edge": 3, "name": "3<-2", "ops": ["none", "skip_connect", "sep_conv_3x3"],
+            "alpha": [0.2, 0.5, 0.3], "valid_top1": [None, 60.0, 70.0], "alpha_choice": "skip_connect",
+            "accuracy_choice": "sep_conv_3x3"}
+    (tmp_path / parts[fig.rows[0].key]["measures"][0]).mkdir(parents=True)
+    (tmp_path / parts[fig.rows[0].key]["measures"][0] / "strength.json").write_text(json.dumps([edge]))
+    data = figures.figure_data(fig, {}, tmp_path, parts)
+    assert [(s["points"], s["alpha_choice"], s["accuracy_choice"]) for s in data["series"]] == [
+        ([("skip_connect", 60.0, 0.5), ("sep_conv_3x3", 70.0, 0.3)], "skip_connect", "sep_conv_3x3")]
+    pytest.importorskip("matplotlib")
+    assert figures.draw(data, tmp_path / "fig1.png") and (tmp_path / "fig1.png").stat().st_size > 0
