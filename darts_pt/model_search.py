@@ -31,6 +31,13 @@ def cell_edges(num_inputs, steps):
     return [(num_inputs + i, j) for i in range(steps) for j in range(num_inputs + i)]
 
 
+def mixed_edge(cell, position, h, weights, active):
+    """The mixed op that sits at edge `position` of `cell` applied to `h`: edge `cell.order[position]`
+    (its ops and its row of weights) computes there, itself unless the edges were shuffled (Table 1)."""
+    e = cell.order[position]
+    return cell.edges[e](h, weights[e], active[e])
+
+
 class DartsSearchCell(nn.Module):
     """A DARTS cell: 2 inputs, 4 nodes, every node fed by all earlier states; output = the 4 nodes."""
 
@@ -44,13 +51,20 @@ class DartsSearchCell(nn.Module):
         self.edges = nn.ModuleList(
             MixedOp(space, space.ops(reduction, e), C, 2 if reduction and j < 2 else 1)
             for e, (_, j) in enumerate(cell_edges(2, steps)))
+        self.order = list(range(len(self.edges)))
+
+    def swappable(self, a, b):
+        """Whether edges `a` and `b` can trade places: the same stride (the reduction cell's edges
+        from the two inputs have stride 2, the others 1); every edge outputs C channels."""
+        stride = [self.reduction and j < 2 for _, j in cell_edges(2, self.steps)]
+        return stride[a] == stride[b]
 
     def forward(self, s0, s1, weights, active):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for _ in range(self.steps):
-            states.append(sum(self.edges[e + j](h, weights[e + j], active[e + j])
-                              for j, h in enumerate(states) if active[e + j]))
+            states.append(sum(mixed_edge(self, e + j, h, weights, active)
+                              for j, h in enumerate(states) if active[self.order[e + j]]))
             e += len(states) - 1
         return torch.cat(states[2:], dim=1)
 
@@ -63,13 +77,18 @@ class NB201SearchCell(nn.Module):
         self.steps = steps
         self.edges = nn.ModuleList(MixedOp(space, space.ops(False, e), C, 1)
                                    for e in range(len(cell_edges(1, steps))))
+        self.order = list(range(len(self.edges)))
+
+    def swappable(self, a, b):
+        """Whether edges `a` and `b` can trade places: always (stride 1, C channels everywhere)."""
+        return True
 
     def forward(self, x, weights, active):
         states = [x]
         e = 0
         for _ in range(self.steps):
-            states.append(sum(self.edges[e + j](h, weights[e + j], active[e + j])
-                              for j, h in enumerate(states) if active[e + j]))
+            states.append(sum(mixed_edge(self, e + j, h, weights, active)
+                              for j, h in enumerate(states) if active[self.order[e + j]]))
             e += len(states) - 1
         return states[-1]
 

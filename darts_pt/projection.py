@@ -63,21 +63,9 @@ def get_parser():
 
 def parse_args(argv=None):
     """The projection flags over the search run's arguments: data, device and seed flags default to
-    the search's (not --compile, --channels_last, --cuda_graph: off unless given); --save defaults to
-    SEARCH_DIR/projection_<selection>[_epoch<E>]."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--search_dir")
-    search_dir = pre.parse_known_args(argv)[0].search_dir
-    parser = get_parser()
-    search = {}
-    if search_dir:
-        search = finished_search(Path(search_dir))
-        ours = vars(parser.parse_args(["--search_dir", search_dir]))
-        # not inherited: the run folder, SGAS' --selection (a different flag of the search), and how fast
-        # the network computes (--compile, --channels_last, --cuda_graph: this run's own, off unless given)
-        parser.set_defaults(**{k: v for k, v in search.items() if k in ours and k not in (
-            "save", "resume", "overwrite", "selection", "compile", "channels_last", "cuda_graph")})
-    args = argparse.Namespace(**{**search, **vars(parser.parse_args(argv))})
+    the search's (not --compile, --channels_last, --cuda_graph: off unless given); --save
+    defaults to SEARCH_DIR/projection_<selection>[_epoch<E>]."""
+    args = over_search(get_parser(), argv, own=("selection",))  # SGAS' --selection is a different flag of the search
     if args.method == "sgas":
         die(f"{args.search_dir} is an SGAS search, which decided its edges itself: its genotype.json is the "
             "result (SGAS+PT with --selection pt)")
@@ -86,6 +74,24 @@ def parse_args(argv=None):
     if args.selection == "mag" and args.method == "blank":
         die("--selection mag chooses by alpha, but the blank super-net keeps alpha at 0")
     return args
+
+
+def over_search(parser, argv, own=(), words=()):
+    """`parser`'s flags over the arguments of the finished search in --search_dir: the flags both
+    have (data, device, seed, ...) default to the search's, except the run folder's and `own`
+    (`words`: the positional arguments `parser` needs besides the flags) and how fast the network
+    computes (--compile, --channels_last, --cuda_graph: this run's own, off unless given)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--search_dir")
+    search_dir = pre.parse_known_args(argv)[0].search_dir
+    search = {}
+    if search_dir:
+        search = finished_search(Path(search_dir))
+        ours = vars(parser.parse_args([*words, "--search_dir", search_dir]))
+        parser.set_defaults(**{k: v for k, v in search.items()
+                               if k in ours and k not in ("save", "resume", "overwrite", "compile", "channels_last",
+                                                          "cuda_graph", *own)})
+    return argparse.Namespace(**{**search, **vars(parser.parse_args(argv))})
 
 
 def finished_search(folder):

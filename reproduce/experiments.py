@@ -388,6 +388,48 @@ EXPERIMENTS += [
     Figure("darts_pt", "Fig. 6", "valid top-1 through the selection, S2", "curves", PT_FIG6,
            y=("valid_top1",), curves_of="steps"),
 ]
+# Sec. 3 (darts_pt/analysis.py) on the super-nets above, nothing searched again. Figs. 1, 2, 7: per op of an
+# edge, softmax(alpha) beside the discretization accuracy at convergence (the edge discretized to the op, 5
+# tuning epochs, validation top-1); Fig. 1: 3 random edges of Table 2's seed-0 DARTS super-net; Fig. 7: one
+# random edge of each of 6 super-nets (Table 2's four seeds and two more in the same folders); Fig. 2: the 14
+# normal edges of the S2 super-net of Figs. 3 and 6. Table 1: the seed-0 super-net's test top-1 before and
+# after swapping two random edges in every cell (10 draws). Smoke: 1 edge, 1 tuning epoch, 1 draw. GPU-hours:
+# one tuning epoch per op costs what a search epoch does (pt_cost / 50 epochs).
+
+
+def analysis(name, command, *fl, keys=("edges", "same_choice"), gpu_hours=0.0, smoke=()):
+    return Measure(name, "darts_pt/analysis.py", (command, *fl), inputs=(("--search_dir", "searches"),), keys=keys,
+                   gpu_hours=gpu_hours, smoke=smoke)
+
+
+def strength_row(fig, label, search, name, *fl, space="darts", ops_epochs=0):
+    """A row of Figs. 1, 2, 7: analysis.py strength on `search`; `ops_epochs` edges x ops, each tuned 5 epochs."""
+    hours = ops_epochs * 5 * 24 * pt_cost(space, "cifar10") / 50
+    return Row("darts_pt", fig, label, search=search, measure=(analysis(
+        name, "strength", *fl, gpu_hours=hours, smoke=flags(tune_epochs=1) + fl[:1] + ("1",)),))
+
+
+PT_FIG1 = strength_row("Fig. 1", "DARTS super-net: 3 random edges", replace(magnitude(DARTS_PT), seeds=(0,)),
+                       "strength-fig1", "--random_edges", "3", ops_epochs=3 * 7)
+PT_FIG7 = tuple(strength_row("Fig. 7", f"DARTS super-net seed {seed}: 1 random edge",
+                             replace(magnitude(DARTS_PT), seeds=(seed,)), f"strength-fig7-s{seed}", "--random_edges",
+                             "1", ops_epochs=7) for seed in range(6))
+PT_FIG2 = strength_row("Fig. 2", "S2: DARTS super-net, all normal edges", magnitude(s2_seed2()), "strength-fig2",
+                       "--edges", "all", space="s2", ops_epochs=14 * 2)
+EXPERIMENTS += [
+    PT_FIG1,
+    Figure("darts_pt", "Fig. 1", "softmax(α) vs. discretization accuracy at convergence, 3 random edges", "edges",
+           (PT_FIG1,)),
+    *PT_FIG7,
+    Figure("darts_pt", "Fig. 7", "softmax(α) vs. discretization accuracy at convergence, 6 super-nets", "edges",
+           PT_FIG7),
+    PT_FIG2,
+    Figure("darts_pt", "Fig. 2", "op chosen by α vs. by discretization accuracy at convergence, S2", "edges",
+           (PT_FIG2,)),
+    Row("darts_pt", "Table 1", "DARTS super-net", search=replace(magnitude(DARTS_PT), seeds=(0,)),
+        measure=(analysis("shuffle", "shuffle", keys=("test_top1_before", "test_top1_after", "test_top1_after_std"),
+                          gpu_hours=0.2, smoke=flags(repeats=1)),)),
+]
 # Figs. 4 and 8: the test error of the cell selected on the snapshot after E epochs, on CIFAR-10 and CIFAR-100
 # (ImageNet16-120 is not available here), one series per dataset; Fig. 4: DARTS (its magnitude selection)
 # and DARTS+PT; Fig. 8: DARTS+PT (fix alpha).

@@ -9,6 +9,9 @@ summary.json).
   curves  one curve per row: a metrics.jsonl key per epoch of the row's searches (or, with
           `curves_of="steps"`, of their post-search steps), the mean over seeds, or with `running`
           each search's best value so far.
+  edges   one panel per analysed edge (DARTS-PT's Figs. 1, 2, 7): softmax(alpha) and the discretization
+          accuracy at convergence of each op (points: (op, accuracy, alpha)), from the strength.json of the rows' measurements
+          (darts_pt/analysis.py strength); the op each of them picks is in the panel's title.
 """
 import itertools
 import json
@@ -65,6 +68,18 @@ def figure_data(fig, results, out, parts_of, paper=None):
                     name = f"{y} (running {fig.running})" if fig.running else y
                     series.append({"label": f"{row.row}: {name}", "y_name": name, "points": points,
                                    "runs": len(curves)})
+    elif fig.kind == "edges":
+        for row in fig.rows:
+            for m in (parts_of.get(row.key) or {}).get("measures", []):
+                try:
+                    edges = json.loads((Path(out) / m / "strength.json").read_text())
+                except (OSError, ValueError):
+                    continue
+                for e in edges:
+                    series.append({"label": f"{row.row}: {e['cell']} edge {e['name']}", "y_name": "valid_top1",
+                                   "points": [(op, acc, alpha) for op, acc, alpha in
+                                              zip(e["ops"], e["valid_top1"], e["alpha"]) if acc is not None],
+                                   "alpha_choice": e.get("alpha_choice"), "accuracy_choice": e.get("accuracy_choice")})
     else:
         raise ValueError(f"unknown figure kind {fig.kind!r}")
     return {"paper": fig.paper, "figure": fig.figure, "title": fig.title, "kind": fig.kind, "x": fig.xkey,
@@ -96,6 +111,8 @@ def draw(data, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    if data["kind"] == "edges":
+        return _draw_edges(data, path, plt)
     names = sorted({s["y_name"] for s in data["series"]})
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -111,6 +128,32 @@ def draw(data, path):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    return _save(fig, data, path, plt)
+
+
+def _draw_edges(data, path, plt):
+    """One panel per edge: softmax(alpha) (left axis) and the accuracy (right axis) of each op as bars."""
+    edges = data["series"]
+    cols = min(len(edges), 4) or 1
+    rows = max(1, -(-len(edges) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 6.5), 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(edges):]:
+        ax.axis("off")
+    for ax, e in zip(axes.flat, edges):
+        ops, accuracy, alpha = zip(*e["points"]) if e["points"] else ((), (), ())
+        x = range(len(ops))
+        ax.bar([i - 0.2 for i in x], alpha, 0.4, color="tab:blue")
+        ax.set_ylabel("softmax(α)", color="tab:blue")
+        acc = ax.twinx()
+        acc.bar([i + 0.2 for i in x], accuracy, 0.4, color="tab:orange")
+        acc.set_ylabel("valid top-1 (%)", color="tab:orange")
+        ax.set_xticks(list(x), ops, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{e['label']}\nα picks {e['alpha_choice']}, accuracy picks {e['accuracy_choice']}", fontsize=7)
+    return _save(fig, data, path, plt)
+
+
+def _save(fig, data, path, plt):
+    """Title the figure with the paper's figure, write it as PNG and close it."""
     fig.suptitle(f"{data['paper']} {data['figure']}: {data['title']}", fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

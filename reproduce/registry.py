@@ -206,11 +206,12 @@ class Figure:
     """A quantitative figure: `points` plots rows' reported values against one of their `x`
     coordinates (`y` names the values, e.g. ("test_error", "search_gpu_hours")); `curves` plots a
     metrics.jsonl key per epoch of the searches of rows (`y`), one curve per row; with `running="max"`
-    (or "min") each search's curve is its best value so far (a "best accuracy per epoch" plot)."""
+    (or "min") each search's curve is its best value so far (a "best accuracy per epoch" plot); `edges`
+    draws, per edge the rows' measurements analysed, each op's alpha beside its accuracy (DARTS-PT's Fig. 1)."""
     paper: str
     figure: str
     title: str
-    kind: str  # "points" | "curves"
+    kind: str  # "points" | "curves" | "edges"
     rows: tuple
     xkey: str = "epoch"
     y: tuple = ("test_error",)

@@ -36,7 +36,7 @@ def test_every_experiment_names_a_paper_row_or_a_figure():
     in_figures = {r.key for f in FIGURES for r in f.rows}
     assert [r.key for r in ROWS if r.key not in printed and r.key not in in_figures] == []
     for f in FIGURES:
-        assert f.rows and f.kind in ("points", "curves") and f.figure.startswith("Fig.")
+        assert f.rows and f.kind in ("points", "curves", "edges") and f.figure.startswith("Fig.")
         assert all(r in ROWS for r in f.rows), f"{f.figure}: a row of the figure is not in EXPERIMENTS"
 
 
@@ -432,7 +432,7 @@ def test_darts_pt_tables_are_run_as_the_paper_prints_them():
     SGAS decides while it searches), and trained once with its seed: DARTS' 20 cells and 36 channels on
     CIFAR-10, 8 and 16 for S1-S4 on CIFAR-100 and SVHN (600 epochs)."""
     p = plan(DARTS_PT, FULL)
-    rows = [r for r in DARTS_PT if r.table.startswith(("Table", "Sec."))]
+    rows = [r for r in DARTS_PT if r.table.startswith(("Table", "Sec.")) and not r.measure]  # Table 1: measured
     assert {(r.row, r.dataset) for r in rows if r.table == "Table 3"} == {
         (f"{space}: {column}", dataset) for space in ("S1", "S2", "S3", "S4")
         for dataset in ("cifar10", "cifar100", "svhn") for column in ("DARTS", "DARTS+PT (Ours)", "DARTS+PT (fix α)*")}
@@ -498,7 +498,7 @@ def test_darts_pt_nas_bench_201_points_select_on_their_snapshot(tmp_path):
     protocol, or read from the benchmark when its file is in --data (and then not trained)."""
     p = plan(DARTS_PT, FULL)
     figures_ = {f.figure: f for f in FIGURES if f.paper == "darts_pt"}
-    assert set(figures_) == {"Fig. 3", "Fig. 4", "Fig. 6", "Fig. 8", "Fig. 9"}
+    assert set(figures_) == {"Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4", "Fig. 6", "Fig. 7", "Fig. 8", "Fig. 9"}
     for name in ("Fig. 4", "Fig. 8", "Fig. 9"):
         rows = figures_[name].rows
         assert len({(r.dataset, r.x[figures_[name].xkey], r.x["series"]) for r in rows}) == len(rows)
@@ -520,12 +520,55 @@ def test_darts_pt_nas_bench_201_points_select_on_their_snapshot(tmp_path):
         assert {(s.kind, s.argv[0]) for s in stages} == {("lookup", "darts_pt/nb201_lookup.py")}, r.key
 
 
+def test_darts_pt_section3_analyses_the_existing_super_nets():
+    """Figs. 1, 2, 7 and Table 1 (darts_pt/analysis.py) add no search but Fig. 7's seeds 4 and 5, in the
+    folders of Table 2's DARTS super-nets; Fig. 2 on the S2 super-net of Figs. 3 and 6; Table 1 beside the
+    paper's numbers."""
+    full = plan(DARTS_PT, FULL)
+    without = plan([r for r in DARTS_PT if not r.table.startswith(("Fig. 1", "Fig. 2", "Fig. 7", "Table 1"))], FULL)
+    new = [s.name for s in full.stages.values() if s.name not in without.stages]
+    assert sorted(s for s in new if "/measure/" not in s) == ["darts_pt/darts/s4", "darts_pt/darts/s5"]
+    measures = {s.name.split("/")[-1]: s for s in full.stages.values() if s.name in new and "/measure/" in s.name}
+    assert sorted(measures) == sorted(["strength-fig1", "strength-fig2", "shuffle",
+                                       *(f"strength-fig7-s{k}" for k in range(6))])
+    assert measures["strength-fig2"].deps == ("darts_pt/s2/s2",)
+    assert measures["strength-fig1"].deps == measures["shuffle"].deps == ("darts_pt/darts/s0",)
+    assert [measures[f"strength-fig7-s{k}"].deps for k in range(6)] == [(f"darts_pt/darts/s{k}",) for k in range(6)]
+    assert measures["strength-fig2"].argv[:3] == ("darts_pt/analysis.py", "strength", "--edges")
+    printed = next(p for p in PAPER if (p["method"], p["row"]) == ("darts_pt", "DARTS super-net"))
+    assert set(printed["metrics"]) == set(next(r for r in DARTS_PT if r.table == "Table 1").measure[0].keys)
+    smoke = plan(DARTS_PT, Context(smoke=True))
+    kinds = {s.argv[1] for s in smoke.stages.values() if s.argv[0] == "darts_pt/analysis.py"}
+    assert kinds == {"strength", "shuffle"}
+    for s in smoke.stages.values():
+        if s.argv[0] == "darts_pt/analysis.py":  # tiny: 1 tuning epoch, 1 edge, 1 draw
+            assert s.argv[-2:] in (("--random_edges", "1"), ("--edges", "1"), ("--repeats", "1")), s.argv
+
+
 def test_darts_pt_smoke_plan_is_small():
     """--smoke runs one row of each kind: Table 3's spaces and datasets, the snapshots and tuning lengths of
     Figs. 4, 8, 9 are points of the kinds of Tables 2 and 4; every figure keeps a row."""
     p = plan(DARTS_PT, Context(smoke=True))
-    assert len(p.stages) <= 36
+    assert len(p.stages) <= 39  # 3 of them Sec. 3's analyses (Fig. 1's, Fig. 2's strength, Table 1's shuffle)
     assert not [r.key for r in DARTS_PT if r.table == "Table 3" and r.key in p.rows][1:]
-    for f in FIGURES:
+    kept = {kind(r) for r in DARTS_PT if r.key in p.rows}
+    for f in FIGURES:  # Fig. 7's rows are Fig. 1's kind on other seeds
         if f.paper == "darts_pt":
-            assert any(r.key in p.rows for r in f.rows), f.figure
+            assert any(kind(r) in kept for r in f.rows), f.figure
+
+
+def test_darts_pt_edge_figures_draw_alpha_beside_accuracy_of_each_op(tmp_path):
+    """Figs. 1, 2, 7 (Figure kind `edges`): one series per analysed edge, (op, accuracy, alpha) for every
+    op measured (`none`, never a candidate on a DARTS cell, left out), and the op each of them picks."""
+    fig = next(f for f in FIGURES if (f.paper, f.figure) == ("darts_pt", "Fig. 1"))
+    parts = {fig.rows[0].key: {"measures": ["darts_pt/measure/strength-fig1"]}}
+    edge = {"cell": "normal", "edge": 3, "name": "3<-2", "ops": ["none", "skip_connect", "sep_conv_3x3"],
+            "alpha": [0.2, 0.5, 0.3], "valid_top1": [None, 60.0, 70.0], "alpha_choice": "skip_connect",
+            "accuracy_choice": "sep_conv_3x3"}
+    (tmp_path / parts[fig.rows[0].key]["measures"][0]).mkdir(parents=True)
+    (tmp_path / parts[fig.rows[0].key]["measures"][0] / "strength.json").write_text(json.dumps([edge]))
+    data = figures.figure_data(fig, {}, tmp_path, parts)
+    assert [(s["points"], s["alpha_choice"], s["accuracy_choice"]) for s in data["series"]] == [
+        ([("skip_connect", 60.0, 0.5), ("sep_conv_3x3", 70.0, 0.3)], "skip_connect", "sep_conv_3x3")]
+    pytest.importorskip("matplotlib")
+    assert figures.draw(data, tmp_path / "fig1.png") and (tmp_path / "fig1.png").stat().st_size > 0

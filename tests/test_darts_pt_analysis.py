@@ -1,0 +1,106 @@
+"""DARTS-PT's Sec. 3 analyses (darts_pt/analysis.py): discretization accuracy at convergence, edge shuffling."""
+import copy
+
+import torch
+from torch.utils.data import TensorDataset
+
+from common.data import make_loader
+from darts_pt import analysis
+from darts_pt.selection import evaluate_supernet
+from darts_pt.train_search import Searcher, parse_args
+
+CPU = torch.device("cpu")
+
+
+def _searcher(seed=0):
+    torch.manual_seed(seed)  # 3 cells: normal, reduce, reduce
+    args = parse_args(["--layers", "3", "--init_channels", "4", "--device", "cpu", "--search_space", "s2",
+                       "--batch_size", "8"])
+    return Searcher(args, 10, CPU)
+
+
+def _loader(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ds = TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.randint(10, (n,), generator=g))
+    return make_loader(ds, 8, train=True, workers=0, seed=seed)
+
+
+def test_a_discretized_and_tuned_edge_runs_only_its_op_and_the_other_edges_stay_mixed(monkeypatch):
+    """Sec. 3.1: the edge becomes one-hot on its op (its alpha frozen, the other op's weights never
+    trained and without effect on the output); every other edge keeps softmax(alpha) and trains."""
+    s = _searcher()
+    net = s.model
+    alpha0 = {ct: a.detach().clone() for ct, a in net.alphas.items()}
+    other_op = [p.detach().clone() for p in net.cells[0].edges[3].ops[0].parameters()]
+    chosen_op = [p.detach().clone() for p in net.cells[0].edges[3].ops[1].parameters()]
+    twin = copy.deepcopy(net)
+    twin.project_op("normal", 3, 1)
+    epochs = []  # which accuracy is measured after the tuning: 1000 added per tuning epoch done
+    tune, evaluate = analysis.search_epoch, analysis.evaluate_supernet
+    monkeypatch.setattr(analysis, "search_epoch", lambda *a: epochs.append(1) or tune(*a))
+    monkeypatch.setattr(analysis, "evaluate_supernet", lambda *a, **k: (evaluate(*a, **k)[0] + 1000 * len(epochs), 0))
+    s.start_tuning(0.0025)
+    discretized, tuned = analysis.discretized_accuracy(s, "normal", 3, 1, 2, _loader(), _loader(seed=1), 0)
+    assert discretized == evaluate_supernet(twin, _loader(seed=1))[0]
+    assert tuned == evaluate_supernet(net, _loader(seed=1))[0] + 2000
+    assert net.decided == {"normal": [None] * 3 + [1] + [None] * 10, "reduce": [None] * 14}
+    w = net.arch_weights()
+    assert w["normal"][3].tolist() == [0.0, 1.0] and net.active["normal"][3] == [1]
+    assert torch.equal(net.alphas["normal"][3], alpha0["normal"][3])
+    rest = [e for e in range(14) if e != 3]
+    assert torch.allclose(w["normal"][rest], torch.softmax(net.alphas["normal"][rest], -1))
+    assert not torch.equal(net.alphas["normal"][rest], alpha0["normal"][rest])  # the rest is tuned, alpha too
+    assert all(torch.equal(a, b) for a, b in zip(other_op, net.cells[0].edges[3].ops[0].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(chosen_op, net.cells[0].edges[3].ops[1].parameters()))
+    x = torch.randn(4, 3, 8, 8)
+    net.eval()
+    out = net(x)
+    with torch.no_grad():
+        for p in net.cells[0].edges[3].ops[0].parameters():
+            p.add_(1.0)
+    assert torch.equal(net(x), out)
+
+
+def test_shuffle_swaps_two_edges_of_every_cell_and_puts_them_back():
+    """Table 1: in every cell exactly two edges of the same stride trade places, each with its weights,
+    which equals exchanging the two edges' mixed ops and alpha rows; unshuffled, the super-net is the
+    untouched one (the 'before' accuracy)."""
+    s = _searcher()
+    net = s.model
+    loader = _loader(seed=2)
+    state = copy.deepcopy(net.state_dict())
+    before = evaluate_supernet(net, loader)
+    x = torch.randn(4, 3, 8, 8)
+    net.eval()
+    out = net(x)
+    swaps = analysis.shuffle_edges(net, torch.Generator().manual_seed(1))
+    assert len(swaps) == len(net.cells) == 3
+    for cell, (a, b) in zip(net.cells, swaps):
+        moved = [p for p in range(14) if cell.order[p] != p]
+        assert moved == [a, b] and cell.order[a] == b and cell.order[b] == a
+        assert not cell.reduction or (net.edges[a][1] < 2) == (net.edges[b][1] < 2)  # the same stride
+    shuffled = net(x)
+    # the same network built by exchanging the modules and the alpha rows of the normal cell's pair
+    a, b = swaps[0]
+    twin = copy.deepcopy(net)
+    analysis.unshuffle(twin)
+    for cell, (c, d) in zip(twin.cells[1:], swaps[1:]):
+        cell.order[c], cell.order[d] = d, c
+    edges = twin.cells[0].edges
+    edges[a], edges[b] = edges[b], edges[a]
+    with torch.no_grad():
+        twin.alphas["normal"][[a, b]] = twin.alphas["normal"][[b, a]]
+    assert torch.allclose(twin(x), shuffled, atol=1e-6) and not torch.allclose(shuffled, out)
+    analysis.unshuffle(net)
+    assert torch.equal(net(x), out)
+    assert evaluate_supernet(net, loader) == before
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items() if torch.is_tensor(v))
+
+
+def test_reduction_cells_only_swap_edges_of_the_same_stride():
+    s = _searcher()
+    reduce = s.model.cells[1]
+    stride2 = [e for e, (_, j) in enumerate(s.model.edges) if j < 2]
+    assert reduce.reduction and all(reduce.swappable(a, b) == ((a in stride2) == (b in stride2))
+                                    for a in range(14) for b in range(14))
+    assert all(s.model.cells[0].swappable(a, b) for a in range(14) for b in range(14))
