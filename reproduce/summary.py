@@ -30,6 +30,7 @@ from reproduce.select import final_value, read_json
 
 PAPER = Path(__file__).with_name("paper_results.json")
 PAPERS = ("msg_das", "entrannas", "darts_pt", "darts_pd", "d_darts", "baselines")
+COST = ("search_time_s", "world_size", "gpu_hours")  # a measurement's own cost: the search cost column
 
 
 def paper_results():
@@ -91,7 +92,7 @@ def row_results(out, parts, stages):
     measures = {}
     for name in parts["measures"]:
         measures.update({k: v for k, v in (read_json(out / name / "summary.json") or {}).items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                         if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in COST})
     measures.update(logged(out, parts, marker))
     mems = [s["peak_memory_MB"] for s in searches if s["peak_memory_MB"] is not None]
     return {
@@ -221,10 +222,13 @@ def _top5(d, shown):
 
 
 def _measured(ours, paper):
-    """The measured numbers of a row: those the paper prints as `ours / paper`, else all of ours."""
+    """The measured numbers of a row: those the paper prints as `ours / paper`, else all of ours
+    (counts as counts)."""
+    def v(x):
+        return str(x) if isinstance(x, int) else _f(x, 3)
     if paper:
-        return ", ".join(f"{k} {_f(ours.get(k), 3)} / {_f(v, 3)}" for k, v in paper.items())
-    return ", ".join(f"{k} {_f(v, 3)}" for k, v in ours.items())
+        return ", ".join(f"{k} {v(ours.get(k))} / {v(x)}" for k, x in paper.items())
+    return ", ".join(f"{k} {v(x)}" for k, x in ours.items())
 
 
 def figure_file(data):
