@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import traceback
+import weakref
 
 PRELOAD = ("numpy", "torch", "torchvision", "common.data", "common.utils")  # what every stage imports first
 
@@ -71,6 +72,8 @@ def _child(cmd, cwd, env, output, keep):
     """In the forked child: become the process `python cmd[1:]` would be, run it, return its exit code."""
     try:
         os.setsid()  # a process group of its own: stop() signals the stage, not the driver
+        for f in list(weakref.finalize._registry):  # the driver's (e.g. a TemporaryDirectory's removal) stay the
+            f.atexit = False                          # driver's: the stage's exit must not run them
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -117,7 +120,7 @@ def _child(cmd, cwd, env, output, keep):
         code = 1
     try:
         gc.collect()
-        atexit._run_exitfuncs()  # what the imported libraries registered (logging, multiprocessing, ...), as at exit
+        atexit._run_exitfuncs()  # what the libraries registered (logging, multiprocessing, ...), as at exit
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:

@@ -129,3 +129,13 @@ def test_only_cpu_stages_are_forked(tmp_path, monkeypatch):
                                   (["0", "1"], [], False)):
         monkeypatch.setattr(driver, "visible_gpus", lambda: visible)
         assert driver.make_executor(driver.parse_args(argv), tmp_path).warm is forked, argv
+
+
+def test_a_forked_stage_leaves_the_drivers_temporary_folders_alone(tmp_path):
+    """The child inherits the driver's finalizers (a TemporaryDirectory removes its folder at exit):
+    the stage's exit must not run them, or a stage would delete what the driver still uses."""
+    import tempfile
+    held = tempfile.TemporaryDirectory(dir=tmp_path)
+    proc, _ = launch(True, [sys.executable, "-c", "import tempfile; t = tempfile.mkdtemp()"], tmp_path, "t")
+    assert proc.wait(30) == 0 and os.path.isdir(held.name), (tmp_path / "t.txt").read_text()
+    held.cleanup()
