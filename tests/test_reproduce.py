@@ -148,6 +148,34 @@ def test_curves_of_the_best_value_so_far(tmp_path):
         assert [y for _, y in series["points"]] == want
 
 
+# ---------------------------------------------------------------- MSG-DAS
+
+def test_msg_das_tables_list_their_rows_as_printed():
+    """paper_results.json holds every row of MSG-DAS' tables, the baselines they compare with too, in the
+    printed order (the summary lays each table out in this order)."""
+    rows = {}
+    for q in PAPER:
+        if q["method"] == "msg_das":
+            rows.setdefault(summary.table_of(q["source"]), []).append(q["row"])
+    cells = [f"Pseudo Identity {a} / Multi Graph {b} / Super-net Guidance {c}"
+             for a, b, c in ("–––", "✓––", "✓✓–", "✓–✓", "✓✓✓")]
+    assert rows["Table 1"] == ["ResNet", "DenseNet-BC", "NASNet-A", "AmeobaNet-B", "ENAS", "ProxylessNAS",
+                               "DARTS (1st order)", "DARTS (2nd order)", "GDAS", "SNAS (moderate)", "PC-DARTS",
+                               "P-DARTS", "R-DARTS", "SDARTS-ADV", "Fair-DARTS", "DARTS-", "TE-NAS",
+                               "MSG-DAS (B=128)", "MSG-DAS (B=160)"]
+    assert rows["Table 2"] == ["MobileNet", "MobileNet-v2", "ShuffleNet-v2", "NASNet-A", "MnasNet", "AmeobaNet-C",
+                               "MobileNet-v3-large", "EfficientNet", "FBNET-A", "SinglePath-NAS", "ProxylessNAS (GPU)",
+                               "DARTS", "GDAS", "SNAS (mild)", "DARTS-", "TE-NAS", "RLNAS", "MSG-DAS"]
+    assert rows["Table 3"] == cells
+    assert rows["Table 4"] == [f"KL weight λ = {v}" for v in ("0", "1e-2", "1e-1", "1")]
+    baselines = {q["row"] for q in PAPER if q["method"] == "msg_das" and q["baseline"]}
+    assert baselines == set(rows["Table 1"][:17]) | set(rows["Table 2"][:17]) | {cells[0]}
+    # the printed ± of the parameters, where the paper prints one, is the paper's params_M_std
+    stds = {q["row"]: q.get("params_M_std") for q in PAPER if q["method"] == "msg_das" and q["dataset"] == "cifar10"}
+    assert [stds[r] for r in cells[1:]] == [0.2, 0.03, 0.18, 0.09] and stds["MSG-DAS (B=128)"] == 0.09
+    assert [stds[f"KL weight λ = {v}"] for v in ("0", "1e-2", "1e-1", "1")] == [0.03, 0.09, 0.24, 0.16]
+
+
 # ---------------------------------------------------------------- D-DARTS
 
 D_DARTS = [r for r in ROWS if r.paper == "d_darts"]
