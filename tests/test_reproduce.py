@@ -150,6 +150,59 @@ def test_curves_of_the_best_value_so_far(tmp_path):
 
 # ---------------------------------------------------------------- MSG-DAS
 
+MSG_DAS = [r for r in ROWS if r.paper == "msg_das"]
+
+
+def _msg_das_args(stage):
+    """The arguments an MSG-DAS stage's script runs with (its own parser and defaults)."""
+    from msg_das import train, train_search
+    script, *argv = stage.argv
+    return {"msg_das/train_search.py": train_search.parse_args, "msg_das/train.py": train.parse_args}[script](argv)
+
+
+def test_msg_das_rows_are_run_as_the_paper_prints_them():
+    """Every CIFAR-10 row: three searches, seeds 0, 1, 2 (Sec. 4.4), 240 epochs, with the K, lambda (Eq. 7) and
+    search batch its label or figure point names (Table 3's ✓s: Multi Graph is K = 2 against 1, Super-net
+    Guidance lambda 0.01 against 0, Dropblock-Identity always on; Table 4: lambda; Fig. 3: K at B = 64, lambda
+    0 but the mutual-learning point's 0.01), each search's cell trained once with its seed by Sec. 4.2's
+    protocol (20 cells, 36 channels, 600 epochs, batch 64). Table 2: one of Table 1's B = 128 cells, chosen
+    by DARTS' held-out validation protocol (never the test set), trained in Sec. 4.2's ImageNet setting."""
+    p = plan(MSG_DAS, FULL)
+    for r in MSG_DAS:
+        parts = p.rows[r.key][1]
+        searches = [_msg_das_args(p.stages[s]) for s in parts["searches"]]
+        if r.table == "Table 3":
+            _, graphs, guide = (c.split()[-1] for c in r.row.split(" / "))
+            want = (2 if graphs == "✓" else 1, 0.01 if guide == "✓" else 0.0, 128)
+        elif r.table == "Table 4":
+            want = (2, float(r.row.split("= ")[1]), 128)
+        elif r.table == "Fig. 3":
+            want = (r.x["K"], 0.01 if r.x["series"] == "λ=0.01" else 0.0, 64)
+        else:  # Table 1, Sec. 4.4, Table 2: the main method at the batch of its label (Table 2: Table 1's B=128)
+            want = (2, 0.01, int(re.search(r"B=(\d+)", r.row).group(1)) if "B=" in r.row else 128)
+        assert {(a.K, a.lambda_guide, a.batch_size) for a in searches} == {want}, r.key
+        assert [(a.seed, a.epochs, a.dataset) for a in searches] == [(s, 240, "cifar10") for s in (0, 1, 2)], r.key
+        assert all(a.drop_block_prob > 0 and not a.peer_loss for a in searches), r.key
+        trainings = [_msg_das_args(p.stages[t]) for t in parts["trainings"]]
+        if r.dataset == "cifar10":
+            assert parts["select"] is None and [(Path(t.arch).parent.name, t.seed) for t in trainings] == [
+                (f"s{s}", s) for s in (0, 1, 2)], r.key
+            assert {(t.layers, t.init_channels, t.epochs, t.batch_size, t.auxiliary, t.cutout, t.drop_path_prob)
+                    for t in trainings} == {(20, 36, 600, 64, True, True, 0.2)}, r.key
+            continue
+        assert parts["select"] is not None, r.key
+        select = p.stages[parts["select"]].argv
+        assert select[select.index("--rule") + 1] == "valid", r.key
+        assert select[select.index("--genotypes") + 1:] == tuple(f"{{out}}/msg_das/b128/s{s}/genotype.json"
+                                                                 for s in (0, 1, 2))
+        short = [_msg_das_args(p.stages[s]) for s in parts["short"]]
+        assert {(a.epochs, a.valid_size, a.dataset) for a in short} == {(100, 25000, "cifar10")}
+        [t] = trainings
+        assert (t.dataset, t.layers, t.init_channels, t.epochs, t.batch_size, t.label_smooth, t.auxiliary) == (
+            "imagenet", 14, 48, 250, 256, 0.1, True)
+        assert t.arch == f"{{out}}/{parts['select']}/genotype.json"
+
+
 def test_msg_das_tables_list_their_rows_as_printed():
     """paper_results.json holds every row of MSG-DAS' tables, the baselines they compare with too, in the
     printed order (the summary lays each table out in this order)."""
