@@ -424,6 +424,54 @@ def test_entrannas_fig5_plots_error_against_measured_size():
     assert data["series"][0]["paper"] == []  # the paper plots these errors without printing them
 
 
+def test_entrannas_best_of_five_by_the_child_nets_validation_accuracy(tmp_path):
+    """Tables 6, 7: "We run our search for 5 times and choose the architecture with the best validation
+    accuracy" (Sec. 4.2; Table 7 †: "the best from five implementations", DST with lambda 0.2 on ImageNet):
+    five searches, seeds 0-4, the child-net's clean top-1 on the search's validation half after the last
+    epoch chooses (neither the super-net's training-mode accuracy nor the test set); the chosen cell is
+    trained 5 times on CIFAR-10 (Table 6), once on ImageNet (Table 7). Table 7's CIFAR-10 row transfers
+    Table 6's choice."""
+    from entrannas import train_search
+    p = plan([r for r in ROWS if r.paper == "entrannas"], FULL)
+    rows = {r.row: p.rows[r.key][1] for r in ROWS if r.paper == "entrannas" and r.table in ("Table 6", "Table 7")}
+    for label, parts in rows.items():
+        if label == "EnTranNAS (ImageNet)":  # one search, nothing to choose
+            assert parts["select"] is None and len(parts["searches"]) == 1
+            continue
+        searches = [train_search.parse_args(p.stages[s].argv[1:]) for s in parts["searches"]]
+        assert [a.seed for a in searches] == [0, 1, 2, 3, 4] and parts["select"] is not None, label
+        argv = p.stages[parts["select"]].argv
+        assert argv[argv.index("--rule") + 1] == "search:childnet_valid_top1", label
+        assert argv[argv.index("--genotypes") + 1:] == tuple(f"{{out}}/{s}/genotype.json"
+                                                                 for s in parts["searches"]), label
+        seeds = [int(t.rsplit("-e", 1)[1]) for t in parts["trainings"]]
+        assert all(t.startswith(parts["select"] + "-") for t in parts["trainings"]), label
+        assert seeds == ([0] if "ImageNet" in label or "CIFAR-10" in label else [0, 1, 2, 3, 4]), label
+        if "†" in label:
+            assert {(a.dataset, a.dst, a.dst_lambda) for a in searches} == {("imagenet", True, 0.2)}
+    assert rows["EnTranNAS (CIFAR-10)"]["select"] == rows["EnTranNAS + cutout"]["select"]
+    # the rule reads the last record of each search's metrics.jsonl: the child-net's accuracy, not another
+    genos = []
+    for i, (child, supernet, train) in enumerate(((80.0, 90.0, 95.0), (85.0, 70.0, 60.0))):
+        (tmp_path / f"s{i}").mkdir()
+        (tmp_path / f"s{i}" / "metrics.jsonl").write_text(json.dumps(
+            {"epoch": 49, "train_top1": train, "valid_top1": supernet, "supernet_valid_top1": supernet,
+             "childnet_valid_top1": child}) + "\n")
+        genos.append(str(tmp_path / f"s{i}" / "genotype.json"))
+    assert select.choose("search:childnet_valid_top1", genos)[:2] == (1, [80.0, 85.0])
+
+
+def test_no_row_chooses_by_the_test_set():
+    """Every selection among searches reads a validation accuracy: DARTS' held-out split of the training
+    set (train_eval --valid_size), or a number the searches logged on their validation half."""
+    rules = {r.select.rule for r in ROWS}
+    assert rules <= {"each", "valid", "search:childnet_valid_top1"}
+    for r in ROWS:
+        if r.select.rule == "valid":
+            fl = r.select.short.flags
+            assert "--valid_size" in fl and fl[fl.index("--valid_size") + 1] == "25000", r.key
+
+
 # ---------------------------------------------------------------- registry: sweeps, steps, lookups, step curves
 
 def test_kind_counts_sweep_values_and_step_folders_as_numbers():
