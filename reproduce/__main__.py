@@ -14,7 +14,8 @@ Usage (run_all.sh passes its arguments here):
   --demo          every method's search, small, on the built-in synthetic data, its cell trained beside a
                   random cell and DARTS_V2 (reproduce/demo.py; under 10 minutes on 2 CPU cores; --methods
                   picks the searches)
-  --plan          list every stage (command, resources, estimated GPU-hours, state) and the totals, and stop
+  --plan          list every stage (command, resources, estimated GPU-hours, state), every row and figure of
+                  the papers it fills (done, started or pending) and the totals, and stop
 
 On this machine (--executor local, the default), each stage that needs a GPU runs on GPUs of its
 own (--gpus G: the first G visible GPUs, default all); a stage asking for more GPUs than that
@@ -35,6 +36,7 @@ import os
 import shlex
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +44,7 @@ from common.utils import die
 from reproduce import engine, summary
 from reproduce.demo import demo
 from reproduce.experiments import EXPERIMENTS
-from reproduce.registry import Context, PlanError, Row, plan, to_json
+from reproduce.registry import Context, Figure, PlanError, Row, plan, row_stages, to_json
 
 PAPERS = ("msg_das", "entrannas", "darts_pt", "darts_pd", "d_darts", "baselines")
 SLURM_FLAGS = ("partition", "gpus_per_job", "time", "account")
@@ -191,9 +193,32 @@ def resources(stage, executor):
     return text + (f", torchrun x{w}" if w > 1 else "")
 
 
+def experiments(p, states):
+    """One line per row of the papers in the plan (paper / table / row label (dataset), from its stages'
+    `states`: done when all are, pending when none has begun, else started) and per figure drawn from
+    them (the states of its rows in the plan; the others, skipped for want of data or not in a smoke
+    plan, are counted as "not planned")."""
+    lines, rows = [], {}
+    for key, (table, parts) in p.rows.items():
+        names = row_stages(parts)
+        done = sum(states[n] == "done" for n in names)
+        rows[key] = st = ("done" if done == len(names) else
+                          "pending" if all(states[n] == "pending" for n in names) else "started")
+        lines.append(f"row      {st:8} {key[0]} / {table} / {key[1]} ({key[2]}): {done} of {len(names)} stages done")
+    for f in EXPERIMENTS:
+        if isinstance(f, Figure) and any(r.key in rows for r in f.rows):
+            counts = Counter(rows.get(r.key, "not planned") for r in f.rows)
+            planned = set(counts) - {"not planned"}
+            st = "done" if planned == {"done"} else "pending" if planned == {"pending"} else "started"
+            n = len(f.rows)
+            lines.append(f"figure   {st:8} {f.paper} / {f.figure}: {f.title} ({n} row{'s' * (n > 1)}: "
+                         + ", ".join(f"{k} {v}" for v, k in counts.items()) + ")")
+    return lines
+
+
 def print_plan(p, out, executor, prior_rate, scaled):
     """Every stage: state, kind, resources, the papers' GPU-hours (time taken here when done),
-    command; then the totals and the time left."""
+    command; every row and figure of the papers with its state; then the totals and the time left."""
     recorded = engine.read_status(out).get("stages", {})
     states, counts, left = {}, {}, 0.0
     for s in p.stages.values():
@@ -207,6 +232,7 @@ def print_plan(p, out, executor, prior_rate, scaled):
             tries += f", for {engine.hms(time.time() - r['since'])}"
         print(f"{st:8} {s.kind:7} {resources(s, executor):20} ~{s.gpu_hours:7.1f} GPU-h  {s.name}{took}{tries}")
         print(f"         {shlex.join(engine.command(s, out, max(executor.width(s), 1)))}")
+    print("\n".join(experiments(p, states)))
     for row, why in p.skipped:
         print(f"skipped  {row.paper} / {row.table} / {row.row} ({row.dataset}): {why}")
     measured = {n: r["seconds"] for n, r in recorded.items() if n in p.stages and r.get("seconds")}

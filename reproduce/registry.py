@@ -390,6 +390,13 @@ class Plan:
         return f"{{out}}/{name}"
 
 
+def row_stages(parts):
+    """The stages a row reports from (its `parts` in Plan.rows or plan.json): searches, steps, short
+    trainings, trainings, measurements and its selection."""
+    names = [*parts["searches"], *parts["steps"], *parts.get("short", []), *parts["trainings"], *parts["measures"]]
+    return names + ([parts["select"]] if parts.get("select") else [])
+
+
 def _genotype_tag(file):
     """How the stages of a search's other outputs are named apart: '' for genotype.json, '-edge' for
     D-DARTS' genotype_edge.json, '-rank-1' for DARTS-PD's buckets/rank-1.json."""

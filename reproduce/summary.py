@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 from common import genotypes
 from reproduce import figures as figures_mod
 from reproduce.experiments import EXPERIMENTS
-from reproduce.registry import Figure
+from reproduce.registry import Figure, row_stages
 from reproduce.select import final_value, read_json
 
 PAPER = Path(__file__).with_name("paper_results.json")
@@ -111,8 +111,8 @@ def row_results(out, parts, stages):
         "devices": sorted({d for s in searches for d in s["devices"]}),
         "selected_by": select and {k: select.get(k) for k in ("rule", "key", "chosen", "value")},
         "measures": measures,
-        "stages_done": sum((out / n / marker.get(n, "summary.json")).exists() for n in _row_stages(parts)),
-        "stages": len(_row_stages(parts)),
+        "stages_done": sum((out / n / marker.get(n, "summary.json")).exists() for n in row_stages(parts)),
+        "stages": len(row_stages(parts)),
         "cells": trained_cells(parts, stages),
     }
 
@@ -158,11 +158,6 @@ def draw_cells(out, tables):
                 continue
         drawn.add(c["picture"])
     return drawn
-
-
-def _row_stages(parts):
-    names = [*parts["searches"], *parts["steps"], *parts.get("short", []), *parts["trainings"], *parts["measures"]]
-    return names + ([parts["select"]] if parts.get("select") else [])
 
 
 def summarize(out):

@@ -148,6 +148,87 @@ def test_curves_of_the_best_value_so_far(tmp_path):
         assert [y for _, y in series["points"]] == want
 
 
+# ---------------------------------------------------------------- MSG-DAS
+
+MSG_DAS = [r for r in ROWS if r.paper == "msg_das"]
+
+
+def _msg_das_args(stage):
+    """The arguments an MSG-DAS stage's script runs with (its own parser and defaults)."""
+    from msg_das import train, train_search
+    script, *argv = stage.argv
+    return {"msg_das/train_search.py": train_search.parse_args, "msg_das/train.py": train.parse_args}[script](argv)
+
+
+def test_msg_das_rows_are_run_as_the_paper_prints_them():
+    """Every CIFAR-10 row: three searches, seeds 0, 1, 2 (Sec. 4.4), 240 epochs, with the K, lambda (Eq. 7) and
+    search batch its label or figure point names (Table 3's ✓s: Multi Graph is K = 2 against 1, Super-net
+    Guidance lambda 0.01 against 0, Dropblock-Identity always on; Table 4: lambda; Fig. 3: K at B = 64, lambda
+    0 but the mutual-learning point's 0.01), each search's cell trained once with its seed by Sec. 4.2's
+    protocol (20 cells, 36 channels, 600 epochs, batch 64). Table 2: one of Table 1's B = 128 cells, chosen
+    by DARTS' held-out validation protocol (never the test set), trained in Sec. 4.2's ImageNet setting."""
+    p = plan(MSG_DAS, FULL)
+    for r in MSG_DAS:
+        parts = p.rows[r.key][1]
+        searches = [_msg_das_args(p.stages[s]) for s in parts["searches"]]
+        if r.table == "Table 3":
+            _, graphs, guide = (c.split()[-1] for c in r.row.split(" / "))
+            want = (2 if graphs == "✓" else 1, 0.01 if guide == "✓" else 0.0, 128)
+        elif r.table == "Table 4":
+            want = (2, float(r.row.split("= ")[1]), 128)
+        elif r.table == "Fig. 3":
+            want = (r.x["K"], 0.01 if r.x["series"] == "λ=0.01" else 0.0, 64)
+        else:  # Table 1, Sec. 4.4, Table 2: the main method at the batch of its label (Table 2: Table 1's B=128)
+            want = (2, 0.01, int(re.search(r"B=(\d+)", r.row).group(1)) if "B=" in r.row else 128)
+        assert {(a.K, a.lambda_guide, a.batch_size) for a in searches} == {want}, r.key
+        assert [(a.seed, a.epochs, a.dataset) for a in searches] == [(s, 240, "cifar10") for s in (0, 1, 2)], r.key
+        assert all(a.drop_block_prob > 0 and not a.peer_loss for a in searches), r.key
+        trainings = [_msg_das_args(p.stages[t]) for t in parts["trainings"]]
+        if r.dataset == "cifar10":
+            assert parts["select"] is None and [(Path(t.arch).parent.name, t.seed) for t in trainings] == [
+                (f"s{s}", s) for s in (0, 1, 2)], r.key
+            assert {(t.layers, t.init_channels, t.epochs, t.batch_size, t.auxiliary, t.cutout, t.drop_path_prob)
+                    for t in trainings} == {(20, 36, 600, 64, True, True, 0.2)}, r.key
+            continue
+        assert parts["select"] is not None, r.key
+        select = p.stages[parts["select"]].argv
+        assert select[select.index("--rule") + 1] == "valid", r.key
+        assert select[select.index("--genotypes") + 1:] == tuple(f"{{out}}/msg_das/b128/s{s}/genotype.json"
+                                                                 for s in (0, 1, 2))
+        short = [_msg_das_args(p.stages[s]) for s in parts["short"]]
+        assert {(a.epochs, a.valid_size, a.dataset) for a in short} == {(100, 25000, "cifar10")}
+        [t] = trainings
+        assert (t.dataset, t.layers, t.init_channels, t.epochs, t.batch_size, t.label_smooth, t.auxiliary) == (
+            "imagenet", 14, 48, 250, 256, 0.1, True)
+        assert t.arch == f"{{out}}/{parts['select']}/genotype.json"
+
+
+def test_msg_das_tables_list_their_rows_as_printed():
+    """paper_results.json holds every row of MSG-DAS' tables, the baselines they compare with too, in the
+    printed order (the summary lays each table out in this order)."""
+    rows = {}
+    for q in PAPER:
+        if q["method"] == "msg_das":
+            rows.setdefault(summary.table_of(q["source"]), []).append(q["row"])
+    cells = [f"Pseudo Identity {a} / Multi Graph {b} / Super-net Guidance {c}"
+             for a, b, c in ("–––", "✓––", "✓✓–", "✓–✓", "✓✓✓")]
+    assert rows["Table 1"] == ["ResNet", "DenseNet-BC", "NASNet-A", "AmeobaNet-B", "ENAS", "ProxylessNAS",
+                               "DARTS (1st order)", "DARTS (2nd order)", "GDAS", "SNAS (moderate)", "PC-DARTS",
+                               "P-DARTS", "R-DARTS", "SDARTS-ADV", "Fair-DARTS", "DARTS-", "TE-NAS",
+                               "MSG-DAS (B=128)", "MSG-DAS (B=160)"]
+    assert rows["Table 2"] == ["MobileNet", "MobileNet-v2", "ShuffleNet-v2", "NASNet-A", "MnasNet", "AmeobaNet-C",
+                               "MobileNet-v3-large", "EfficientNet", "FBNET-A", "SinglePath-NAS", "ProxylessNAS (GPU)",
+                               "DARTS", "GDAS", "SNAS (mild)", "DARTS-", "TE-NAS", "RLNAS", "MSG-DAS"]
+    assert rows["Table 3"] == cells
+    assert rows["Table 4"] == [f"KL weight λ = {v}" for v in ("0", "1e-2", "1e-1", "1")]
+    baselines = {q["row"] for q in PAPER if q["method"] == "msg_das" and q["baseline"]}
+    assert baselines == set(rows["Table 1"][:17]) | set(rows["Table 2"][:17]) | {cells[0]}
+    # the printed ± of the parameters, where the paper prints one, is the paper's params_M_std
+    stds = {q["row"]: q.get("params_M_std") for q in PAPER if q["method"] == "msg_das" and q["dataset"] == "cifar10"}
+    assert [stds[r] for r in cells[1:]] == [0.2, 0.03, 0.18, 0.09] and stds["MSG-DAS (B=128)"] == 0.09
+    assert [stds[f"KL weight λ = {v}"] for v in ("0", "1e-2", "1e-1", "1")] == [0.03, 0.09, 0.24, 0.16]
+
+
 # ---------------------------------------------------------------- D-DARTS
 
 D_DARTS = [r for r in ROWS if r.paper == "d_darts"]
@@ -341,6 +422,54 @@ def test_entrannas_fig5_plots_error_against_measured_size():
     data = figures.figure_data(fig, results, "unused", {}, paper)
     assert [p[:2] for p in data["series"][0]["points"]] == [(580, 26.0), (670, 25.0), (780, 24.0)]
     assert data["series"][0]["paper"] == []  # the paper plots these errors without printing them
+
+
+def test_entrannas_best_of_five_by_the_child_nets_validation_accuracy(tmp_path):
+    """Tables 6, 7: "We run our search for 5 times and choose the architecture with the best validation
+    accuracy" (Sec. 4.2; Table 7 †: "the best from five implementations", DST with lambda 0.2 on ImageNet):
+    five searches, seeds 0-4, the child-net's clean top-1 on the search's validation half after the last
+    epoch chooses (neither the super-net's training-mode accuracy nor the test set); the chosen cell is
+    trained 5 times on CIFAR-10 (Table 6), once on ImageNet (Table 7). Table 7's CIFAR-10 row transfers
+    Table 6's choice."""
+    from entrannas import train_search
+    p = plan([r for r in ROWS if r.paper == "entrannas"], FULL)
+    rows = {r.row: p.rows[r.key][1] for r in ROWS if r.paper == "entrannas" and r.table in ("Table 6", "Table 7")}
+    for label, parts in rows.items():
+        if label == "EnTranNAS (ImageNet)":  # one search, nothing to choose
+            assert parts["select"] is None and len(parts["searches"]) == 1
+            continue
+        searches = [train_search.parse_args(p.stages[s].argv[1:]) for s in parts["searches"]]
+        assert [a.seed for a in searches] == [0, 1, 2, 3, 4] and parts["select"] is not None, label
+        argv = p.stages[parts["select"]].argv
+        assert argv[argv.index("--rule") + 1] == "search:childnet_valid_top1", label
+        assert argv[argv.index("--genotypes") + 1:] == tuple(f"{{out}}/{s}/genotype.json"
+                                                                 for s in parts["searches"]), label
+        seeds = [int(t.rsplit("-e", 1)[1]) for t in parts["trainings"]]
+        assert all(t.startswith(parts["select"] + "-") for t in parts["trainings"]), label
+        assert seeds == ([0] if "ImageNet" in label or "CIFAR-10" in label else [0, 1, 2, 3, 4]), label
+        if "†" in label:
+            assert {(a.dataset, a.dst, a.dst_lambda) for a in searches} == {("imagenet", True, 0.2)}
+    assert rows["EnTranNAS (CIFAR-10)"]["select"] == rows["EnTranNAS + cutout"]["select"]
+    # the rule reads the last record of each search's metrics.jsonl: the child-net's accuracy, not another
+    genos = []
+    for i, (child, supernet, train) in enumerate(((80.0, 90.0, 95.0), (85.0, 70.0, 60.0))):
+        (tmp_path / f"s{i}").mkdir()
+        (tmp_path / f"s{i}" / "metrics.jsonl").write_text(json.dumps(
+            {"epoch": 49, "train_top1": train, "valid_top1": supernet, "supernet_valid_top1": supernet,
+             "childnet_valid_top1": child}) + "\n")
+        genos.append(str(tmp_path / f"s{i}" / "genotype.json"))
+    assert select.choose("search:childnet_valid_top1", genos)[:2] == (1, [80.0, 85.0])
+
+
+def test_no_row_chooses_by_the_test_set():
+    """Every selection among searches reads a validation accuracy: DARTS' held-out split of the training
+    set (train_eval --valid_size), or a number the searches logged on their validation half."""
+    rules = {r.select.rule for r in ROWS}
+    assert rules <= {"each", "valid", "search:childnet_valid_top1"}
+    for r in ROWS:
+        if r.select.rule == "valid":
+            fl = r.select.short.flags
+            assert "--valid_size" in fl and fl[fl.index("--valid_size") + 1] == "25000", r.key
 
 
 # ---------------------------------------------------------------- registry: sweeps, steps, lookups, step curves

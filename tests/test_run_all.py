@@ -15,7 +15,7 @@ from common import genotypes
 from conftest import ENV, ROOT
 from reproduce import __main__ as driver
 from reproduce import engine
-from reproduce.registry import Context, Row, plan
+from reproduce.registry import Context, Figure, Row, plan, row_stages
 from reproduce.experiments import EXPERIMENTS
 
 PAPERS = ["msg_das", "entrannas", "darts_pt", "darts_pd", "d_darts", "baselines"]
@@ -91,16 +91,18 @@ def test_plan_on_a_half_finished_folder(tmp_path, capsys):
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / done / "summary.json").write_text("{}")
     (tmp_path / started / "log.txt").write_text("")
-    (tmp_path / engine.STATUS).write_text(json.dumps({"stages": {
-        done: {"state": "done", "seconds": 3723}, failed: {"state": "failed", "attempts": 3, "rc": 1},
-        running: {"state": "running", "attempts": 1, "since": time.time() - 3600}}}))
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
                                "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print(1, flush=True); "
                                "time.sleep(60)", str(tmp_path / running / engine.LOCK)], stdout=subprocess.PIPE)
     try:
         holder.stdout.readline()
+        since = time.time() - 3600
+        (tmp_path / engine.STATUS).write_text(json.dumps({"stages": {
+            done: {"state": "done", "seconds": 3723}, failed: {"state": "failed", "attempts": 3, "rc": 1},
+            running: {"state": "running", "attempts": 1, "since": since}}}))
         before = sorted(tmp_path.rglob("*"))
         assert driver.main(["--smoke", "--methods", "msg_das", "--out", str(tmp_path), "--plan"]) == 0
+        elapsed = time.time() - since - 3600  # the running stage ran this much longer before --plan printed
     finally:
         holder.kill()
     text = capsys.readouterr().out
@@ -116,10 +118,30 @@ def test_plan_on_a_half_finished_folder(tmp_path, capsys):
     left = sum(s.gpu_hours for n, s in p.stages.items() if n != done)
     h, m, sec = map(int, re.search(r"~(\d+):(\d\d):(\d\d) left on", text).groups())
     # smoke: each stage as long as the mean of the finished ones (3723 s), one at a time; the running
-    # one has 3723 - 3600 s left, the failed one none
-    assert abs(h * 3600 + m * 60 + sec - ((len(names) - 3) * 3723 + 123)) <= 2
+    # one has 3723 - 3600 s left (less what --plan took to start), the failed one none
+    shown = h * 3600 + m * 60 + sec
+    assert (len(names) - 3) * 3723 + 123 - elapsed - 1 <= shown <= (len(names) - 3) * 3723 + 123 + 1
     assert (f"{len(names)} stages (1 done, 1 started, 1 failed, 1 running, {len(names) - 4} pending)" in text
             and f"~{left:.0f} GPU-hours left at the papers' settings" in text)
+    # every row of the papers it fills: done when all its stages are, pending when none has begun, else started
+    touched = {done, started, failed, running}
+    for key, (table, parts) in p.rows.items():
+        stages = row_stages(parts)
+        n = stages.count(done)
+        state = "done" if n == len(stages) else "started" if touched & set(stages) else "pending"
+        line = f"row      {state:8} {key[0]} / {table} / {key[1]} ({key[2]}): {n} of {len(stages)} stages done"
+        assert line + "\n" in text
+    assert sum(line.startswith("row ") for line in text.splitlines()) == len(p.rows) and "row      started" in text
+    # and every figure drawn from them (Fig. 3's other points differ in numbers only: not in the smoke plan)
+    fig3 = next(e for e in EXPERIMENTS if isinstance(e, Figure) and (e.paper, e.figure) == ("msg_das", "Fig. 3"))
+    assert f"figure   pending  msg_das / Fig. 3: {fig3.title} (5 rows: 1 pending, 4 not planned)\n" in text
+    finished = driver.experiments(p, {n: "done" for n in p.stages})
+    assert {line.split()[1] for line in finished} == {"done"} and len(finished) == len(p.rows) + 1
+    # a figure with some of its points done is started (the full plan: Fig. 3's five points)
+    full = driver.make_plan(driver.parse_args(["--methods", "msg_das", "--out", str(tmp_path)]))
+    first = row_stages(full.rows[fig3.rows[0].key][1])
+    lines = driver.experiments(full, {n: "done" if n in first else "pending" for n in full.stages})
+    assert [line.split()[1] for line in lines if line.startswith("figure")] == ["started"]
 
 
 def test_download_happens_once_before_any_stage(tmp_path, monkeypatch):
