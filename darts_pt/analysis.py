@@ -17,6 +17,7 @@ Usage: python darts_pt/analysis.py strength --search_dir RUN [--edges all | --ed
        python darts_pt/analysis.py shuffle --search_dir RUN [--repeats 10] [--save OUT]
 """
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -89,6 +90,15 @@ def parse_args(argv=None):
     return args
 
 
+def trained_supernet(args, num_classes, device, search_state, search_ckpt):
+    """A Searcher holding the super-net as the search left it, on its own copy of the search's state
+    (the Adam moments of alpha included): tuning it leaves the start of the next measurement as it was."""
+    searcher = Searcher(args, num_classes, device)
+    with checkpoint_fits(search_ckpt):
+        searcher.load_state_dict(copy.deepcopy(search_state["searcher"]))
+    return searcher
+
+
 # ---------------------------------------------------------------- strength (Sec. 3.1)
 
 def chosen_edges(model, args):
@@ -132,10 +142,7 @@ def strength(args, device, search_state, search_ckpt):
     train_queue, valid_queue, num_classes = search_loaders(args)
 
     def fresh():  # the trained super-net, as the search left it
-        searcher = Searcher(args, num_classes, device)
-        with checkpoint_fits(search_ckpt):
-            searcher.load_state_dict(search_state["searcher"])
-        return searcher
+        return trained_supernet(args, num_classes, device, search_state, search_ckpt)
 
     model = fresh().model
     ct = model.cell_types[0] if len(model.cell_types) == 1 else args.cell_type
@@ -210,10 +217,7 @@ def shuffle(args, device, search_state, search_ckpt):
     num_classes = search_loaders(args)[2]
     test = get_dataset(args, False, transforms(args, False))
     test_queue = make_loader(test, args.batch_size, False, args.workers)
-    searcher = Searcher(args, num_classes, device)
-    with checkpoint_fits(search_ckpt):
-        searcher.load_state_dict(search_state["searcher"])
-    model = searcher.model
+    model = trained_supernet(args, num_classes, device, search_state, search_ckpt).model
     save = setup_run(args, "analysis_shuffle")
     t0 = time.time()
     before = evaluate_supernet(model, test_queue, amp=args.amp)[0]

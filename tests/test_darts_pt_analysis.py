@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from common.data import make_loader
+from common.search import search_epoch
 from darts_pt import analysis
 from darts_pt.selection import evaluate_supernet
 from darts_pt.train_search import Searcher, parse_args
@@ -104,3 +105,27 @@ def test_reduction_cells_only_swap_edges_of_the_same_stride():
     assert reduce.reduction and all(reduce.swappable(a, b) == ((a in stride2) == (b in stride2))
                                     for a in range(14) for b in range(14))
     assert all(s.model.cells[0].swappable(a, b) for a in range(14) for b in range(14))
+
+
+def _same(a, b):
+    """Nested state dicts equal, tensor by tensor."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return torch.equal(a, b) if torch.is_tensor(a) else a == b
+
+
+def test_every_op_is_tuned_from_the_super_net_as_the_search_left_it():
+    """Sec. 3.1: each op's discretization starts from the same trained super-net, Adam's moments of
+    alpha included: tuning one op must not move the state the next one is loaded from."""
+    s = _searcher()
+    search_epoch(s, _loader(), _loader(seed=1), 0)  # alpha's Adam has moments now
+    state = {"searcher": s.state_dict()}
+    kept = copy.deepcopy(state)
+    first = analysis.trained_supernet(s.args, 10, CPU, state, "checkpoint.pt")
+    first.start_tuning(0.0025)
+    first.model.project_op("normal", 0, 1)
+    search_epoch(first, _loader(), _loader(seed=1), 1)
+    assert _same(state, kept)
+    assert _same(analysis.trained_supernet(s.args, 10, CPU, state, "checkpoint.pt").state_dict(), kept["searcher"])
