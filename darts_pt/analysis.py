@@ -38,6 +38,7 @@ from darts_pt.selection import argmax, evaluate_supernet
 from darts_pt.train_search import Searcher
 
 COMMANDS = ("strength", "shuffle")
+OWN_FLAGS = {"strength": ("edges", "random_edges", "cell_type", "tune_epochs", "tune_lr"), "shuffle": ("repeats",)}
 
 
 def get_parser():
@@ -69,14 +70,18 @@ def get_parser():
 
 def parse_args(argv=None):
     """The analysis flags over the search run's arguments (data, device, seed default to the search's);
-    --save defaults to SEARCH_DIR/analysis_<command>."""
+    --save defaults to SEARCH_DIR/analysis_<command>[_epoch<E>]. A flag of the other command ends the run."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    words = [a for a in argv[:1] if a in COMMANDS]
-    args = over_search(get_parser(), argv, words=words)
+    args = over_search(get_parser(), argv, words=COMMANDS[:1])  # any command: the flags are the same
+    given = flags_given(argv, [f for flags in OWN_FLAGS.values() for f in flags])
+    if wrong := [f for c, flags in OWN_FLAGS.items() if c != args.command for f in flags if f in given]:
+        other = next(c for c in COMMANDS if wrong[0] in OWN_FLAGS[c])
+        die(f"--{wrong[0]} is a flag of `{other}`, not of `{args.command}`: leave it out")
     if args.command == "strength":
-        given = [args.edges is not None, args.random_edges is not None]
-        if sum(given) != 1:
+        if args.edges is None and args.random_edges is None:
             die("strength needs the edges: --edges E [E ...] (or --edges all), or --random_edges N")
+        if args.edges is not None and args.random_edges is not None:
+            die("--edges and --random_edges both choose the edges: give one of them")
         if args.random_edges is not None and args.random_edges < 1:
             die(f"--random_edges {args.random_edges}: draw at least 1 edge")
         if args.tune_epochs < 0:
@@ -86,8 +91,17 @@ def parse_args(argv=None):
     if args.method == "sgas":
         die(f"{args.search_dir} is an SGAS search, whose super-net decided its edges while it trained: analyse "
             "a super-net of --method darts, sdarts-* or blank")
-    args.save = args.save or str(Path(args.search_dir) / f"analysis_{args.command}")
+    epoch = "" if args.from_epoch is None else f"_epoch{args.from_epoch}"
+    args.save = args.save or str(Path(args.search_dir) / f"analysis_{args.command}{epoch}")
     return args
+
+
+def flags_given(argv, dests):
+    """Those of the flags `dests` that `argv` sets itself (not by a default)."""
+    unset = object()
+    p = get_parser()
+    p.set_defaults(**dict.fromkeys(dests, unset))
+    return {d for d, v in vars(p.parse_args(argv)).items() if d in dests and v is not unset}
 
 
 def trained_supernet(args, num_classes, device, search_state, search_ckpt):

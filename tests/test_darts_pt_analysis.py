@@ -1,6 +1,8 @@
 """DARTS-PT's Sec. 3 analyses (darts_pt/analysis.py): discretization accuracy at convergence, edge shuffling."""
 import copy
+import json
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -8,9 +10,24 @@ from common.data import make_loader
 from common.search import search_epoch
 from darts_pt import analysis
 from darts_pt.selection import evaluate_supernet
+from darts_pt import train_search
 from darts_pt.train_search import Searcher, parse_args
 
 CPU = torch.device("cpu")
+TINY = ["--dataset", "synthetic", "--image_size", "8", "--workers", "0", "--device", "cpu", "--subset", "16",
+        "--batch_size", "8", "--init_channels", "4", "--layers", "3", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """A finished search on S3 (none, skip_connect, sep_conv_3x3) that kept its super-net after epoch 1
+    too; on normal edge 2 its final alpha is set to favour `none`, then sep_conv_3x3."""
+    folder = tmp_path_factory.mktemp("analysis") / "search"
+    train_search.main([*TINY, "--search_space", "s3", "--save_epochs", "1", "--save", str(folder)])
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    state["searcher"]["model"]["alphas.normal"][2] = torch.tensor([3.0, 0.0, 1.0])
+    torch.save(state, folder / "checkpoint.pt")
+    return folder
 
 
 def _searcher(seed=0):
@@ -129,3 +146,30 @@ def test_every_op_is_tuned_from_the_super_net_as_the_search_left_it():
     search_epoch(first, _loader(), _loader(seed=1), 1)
     assert _same(state, kept)
     assert _same(analysis.trained_supernet(s.args, 10, CPU, state, "checkpoint.pt").state_dict(), kept["searcher"])
+
+
+def test_user_errors_end_with_one_line_before_a_folder_is_made(search, tmp_path, capsys):
+    S = str(search)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "args.json").write_text((search / "args.json").read_text())
+    for argv, says in [
+        (["shuffle", "--search_dir", S, "--edges", "3"], "--edges is a flag of `strength`, not of `shuffle`"),
+        (["strength", "--search_dir", S, "--edges", "1", "--repeats", "2"], "--repeats is a flag of `shuffle`"),
+        (["strength", "--search_dir", S], "strength needs the edges"),
+        (["strength", "--search_dir", S, "--edges", "14"], "not among the cell's edges 0-13"),
+        (["strength", "--search_dir", S, "--edges", "all", "3"], "give edge indices 0-13, or `all`"),
+        (["strength", "--search_dir", S, "--edges", "1", "--random_edges", "2"], "give one of them"),
+        (["strength", "--search_dir", S, "--random_edges", "15"], "the cell has 14 edges"),
+        (["strength", "--search_dir", S, "--edges", "1", "--from_epoch", "7"], "kept the super-net after epochs [1]"),
+        (["strength", "--search_dir", str(search / "genotype.json"), "--edges", "1"], "must be a run folder of"),
+        (["shuffle", "--search_dir", str(unfinished)], "is not finished"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            analysis.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not [p.name for p in search.iterdir() if p.name.startswith("analysis")]
+    # the command anywhere among the flags; a snapshot's analysis has a folder of its own
+    args = analysis.parse_args(["--search_dir", S, "strength", "--edges", "1", "--from_epoch", "1"])
+    assert args.command == "strength" and args.save == str(search / "analysis_strength_epoch1")
