@@ -12,9 +12,14 @@ edges of every cell swapped (the two edges' mixed ops, with their weights, trade
 the same stride), over --repeats draws: DARTS' super-net is robust to edge shuffling, as ResNet is to
 layer shuffling ("unrolled estimation").
 
+Both measure the super-net in evaluation mode (BN running statistics), as the search reports its
+accuracy; --bn_stats batch normalises with each batch's statistics, as the selection scores an op.
+
 Usage: python darts_pt/analysis.py strength --search_dir RUN [--edges all | --edges E ... | --random_edges N]
-           [--cell_type normal|reduce] [--tune_epochs 5] [--save OUT] [--resume]
-       python darts_pt/analysis.py shuffle --search_dir RUN [--repeats 10] [--save OUT]
+           [--cell_type normal|reduce] [--tune_epochs 5] [--from_epoch E] [--bn_stats running|batch]
+           [--save OUT] [--resume]
+       python darts_pt/analysis.py shuffle --search_dir RUN [--repeats 10] [--from_epoch E]
+           [--bn_stats running|batch] [--save OUT]
 """
 import argparse
 import copy
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, get_dataset, make_loader, search_loaders, transforms
 from common.search import search_cost, search_epoch, write_summary
+from common.train_eval import evaluate
 from common.utils import (add_run_args, add_speed_args, check_run, checkpoint_fits, die, get_device, log, resume_state,
                           save_checkpoint, set_seed, setup_run, write_json)
 from darts_pt.projection import load_supernet, over_search
@@ -49,6 +55,10 @@ def get_parser():
                    help="analyse the super-net kept after E search epochs (train_search.py --save_epochs E) "
                         "instead of the final one")
     p.add_argument("--batch_size", type=int, help="default: the search's")
+    p.add_argument("--bn_stats", choices=("running", "batch"), default="running",
+                   help="the BN statistics of the accuracies reported: running (evaluation mode, as the search "
+                        "reports valid_top1 and the authors' code a super-net's validation and test accuracy) or "
+                        "batch (training mode, as the selection scores a masked op)")
     g = p.add_argument_group("strength")
     g.add_argument("--edges", nargs="+", metavar="E",
                    help="edge indices of --cell_type (alpha's rows, node by node), or `all`")
@@ -113,6 +123,14 @@ def trained_supernet(args, num_classes, device, search_state, search_ckpt):
     return searcher
 
 
+def supernet_accuracy(model, loader, bn_stats, amp=False):
+    """Top-1 (%) of the super-net over `loader`: BN with its running statistics (evaluation mode) or,
+    `bn_stats="batch"`, with the batch statistics (`selection.evaluate_supernet`)."""
+    if bn_stats == "batch":
+        return evaluate_supernet(model, loader, amp=amp)[0]
+    return evaluate(model, loader, next(model.parameters()).device, amp)[1]
+
+
 # ---------------------------------------------------------------- strength (Sec. 3.1)
 
 def chosen_edges(model, args):
@@ -139,17 +157,18 @@ def candidate_ops(model, ct, edge):
     return [o for o, n in enumerate(model.edge_ops[ct][edge]) if n != "none" or model.num_inputs == 1]
 
 
-def discretized_accuracy(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, amp=False):
+def discretized_accuracy(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, bn_stats="running",
+                         amp=False):
     """Sec. 3.1: discretize `edge` of the super-net in `searcher` to `op` (its one-hot weights, the
     other edges untouched), tune the rest `epochs` epochs (Sec. 4.2's tuning: the weights at a constant
     rate, alpha of the other edges still trained), and return the validation top-1 right after the
     discretization and after the tuning (the discretization accuracy at convergence)."""
     model = searcher.model
     model.project_op(ct, edge, op)
-    at_discretization = evaluate_supernet(model, valid_queue, amp=amp)[0]
+    at_discretization = supernet_accuracy(model, valid_queue, bn_stats, amp)
     for t in range(epochs):
         search_epoch(searcher, train_queue, valid_queue, first_epoch + t)
-    return at_discretization, evaluate_supernet(model, valid_queue, amp=amp)[0]
+    return at_discretization, supernet_accuracy(model, valid_queue, bn_stats, amp)
 
 
 def strength(args, device, search_state, search_ckpt):
@@ -182,7 +201,8 @@ def strength(args, device, search_state, search_ckpt):
             searcher = fresh()
             searcher.start_tuning(args.tune_lr)
             record["valid_top1_discretized"][o], record["valid_top1"][o] = discretized_accuracy(
-                searcher, ct, edge, o, args.tune_epochs, train_queue, valid_queue, search_state["epoch"], args.amp)
+                searcher, ct, edge, o, args.tune_epochs, train_queue, valid_queue, search_state["epoch"], args.bn_stats,
+                args.amp)
             log.info("%s edge %d (%s) -> %s: valid %.2f%% discretized, %.2f%% after %d tuning epochs (alpha %.3f)",
                      ct, edge, record["name"], names[o], record["valid_top1_discretized"][o], record["valid_top1"][o],
                      args.tune_epochs, alpha[o])
@@ -234,13 +254,13 @@ def shuffle(args, device, search_state, search_ckpt):
     model = trained_supernet(args, num_classes, device, search_state, search_ckpt).model
     save = setup_run(args, "analysis_shuffle")
     t0 = time.time()
-    before = evaluate_supernet(model, test_queue, amp=args.amp)[0]
+    before = supernet_accuracy(model, test_queue, args.bn_stats, args.amp)
     log.info("test top-1 before shuffling: %.2f%%", before)
     g = torch.Generator().manual_seed(args.seed)
     draws = []
     for r in range(args.repeats):
         swaps = shuffle_edges(model, g)
-        after = evaluate_supernet(model, test_queue, amp=args.amp)[0]
+        after = supernet_accuracy(model, test_queue, args.bn_stats, args.amp)
         unshuffle(model)
         draws.append({"swaps": swaps, "test_top1": after})
         log.info("shuffle %d/%d: test top-1 %.2f%%", r + 1, args.repeats, after)

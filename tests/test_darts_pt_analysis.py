@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from common.data import make_loader
 from common.search import search_epoch
+from common.train_eval import evaluate
 from darts_pt import analysis
 from darts_pt.selection import evaluate_supernet
 from darts_pt import train_search
@@ -54,13 +55,13 @@ def test_a_discretized_and_tuned_edge_runs_only_its_op_and_the_other_edges_stay_
     twin = copy.deepcopy(net)
     twin.project_op("normal", 3, 1)
     epochs = []  # which accuracy is measured after the tuning: 1000 added per tuning epoch done
-    tune, evaluate = analysis.search_epoch, analysis.evaluate_supernet
+    tune, measure = analysis.search_epoch, analysis.supernet_accuracy
     monkeypatch.setattr(analysis, "search_epoch", lambda *a: epochs.append(1) or tune(*a))
-    monkeypatch.setattr(analysis, "evaluate_supernet", lambda *a, **k: (evaluate(*a, **k)[0] + 1000 * len(epochs), 0))
+    monkeypatch.setattr(analysis, "supernet_accuracy", lambda *a, **k: measure(*a, **k) + 1000 * len(epochs))
     s.start_tuning(0.0025)
     discretized, tuned = analysis.discretized_accuracy(s, "normal", 3, 1, 2, _loader(), _loader(seed=1), 0)
-    assert discretized == evaluate_supernet(twin, _loader(seed=1))[0]
-    assert tuned == evaluate_supernet(net, _loader(seed=1))[0] + 2000
+    assert discretized == measure(twin, _loader(seed=1), "running")  # the validation split, evaluation mode
+    assert tuned == measure(net, _loader(seed=1), "running") + 2000
     assert net.decided == {"normal": [None] * 3 + [1] + [None] * 10, "reduce": [None] * 14}
     w = net.arch_weights()
     assert w["normal"][3].tolist() == [0.0, 1.0] and net.active["normal"][3] == [1]
@@ -112,6 +113,21 @@ def test_shuffle_swaps_two_edges_of_every_cell_and_puts_them_back():
     analysis.unshuffle(net)
     assert torch.equal(net(x), out)
     assert evaluate_supernet(net, loader) == before
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items() if torch.is_tensor(v))
+
+
+def test_accuracies_use_the_running_bn_statistics_unless_batch_is_asked():
+    """--bn_stats running: evaluation mode, as the search reports valid_top1 (common.train_eval.evaluate);
+    batch: the batch statistics, as the selection scores a masked op; neither changes the super-net."""
+    net = _searcher().model
+    for m in net.modules():  # running statistics far from the batches': the two modes differ
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(0.5)
+    loader = _loader(n=64, seed=3)
+    state = copy.deepcopy(net.state_dict())
+    running, batch = (analysis.supernet_accuracy(net, loader, bn) for bn in ("running", "batch"))
+    assert running == evaluate(net, loader, CPU)[1] and batch == evaluate_supernet(net, loader)[0]
+    assert running != batch
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items() if torch.is_tensor(v))
 
 
