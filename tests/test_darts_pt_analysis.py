@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from common.data import make_loader
+from common.data import SYNTHETIC_TEST, make_loader
 from common.search import search_epoch
 from common.train_eval import evaluate
 from darts_pt import analysis
@@ -113,7 +113,7 @@ def test_shuffle_swaps_two_edges_of_every_cell_and_puts_them_back():
     analysis.unshuffle(net)
     assert torch.equal(net(x), out)
     assert evaluate_supernet(net, loader) == before
-    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items() if torch.is_tensor(v))
+    assert _same(net.state_dict(), state)
 
 
 def test_accuracies_use_the_running_bn_statistics_unless_batch_is_asked():
@@ -123,12 +123,12 @@ def test_accuracies_use_the_running_bn_statistics_unless_batch_is_asked():
     for m in net.modules():  # running statistics far from the batches': the two modes differ
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.fill_(0.5)
-    loader = _loader(n=64, seed=3)
+    loader = _loader(n=16, seed=3)
     state = copy.deepcopy(net.state_dict())
     running, batch = (analysis.supernet_accuracy(net, loader, bn) for bn in ("running", "batch"))
     assert running == evaluate(net, loader, CPU)[1] and batch == evaluate_supernet(net, loader)[0]
     assert running != batch
-    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items() if torch.is_tensor(v))
+    assert _same(net.state_dict(), state)
 
 
 def test_reduction_cells_only_swap_edges_of_the_same_stride():
@@ -189,3 +189,77 @@ def test_user_errors_end_with_one_line_before_a_folder_is_made(search, tmp_path,
     # the command anywhere among the flags; a snapshot's analysis has a folder of its own
     args = analysis.parse_args(["--search_dir", S, "strength", "--edges", "1", "--from_epoch", "1"])
     assert args.command == "strength" and args.save == str(search / "analysis_strength_epoch1")
+
+
+def test_strength_tunes_each_candidate_op_on_the_search_split_and_resumes_exactly(search, tmp_path, monkeypatch):
+    """Sec. 3.1 from the command line on normal edge 2 of the S3 super-net, whose alpha favours `none`:
+    `none` is neither measured nor chosen (App. A.1.1); each other op is discretized on an untouched
+    super-net, tuned on the search's training half and measured on its validation half; a run killed
+    after its first op and resumed writes what an uninterrupted one does; a finished folder is not
+    written again, nor taken for a search."""
+    argv = ["strength", "--search_dir", str(search), "--edges", "2", "--tune_epochs", "1"]
+    calls, measure = [], analysis.discretized_accuracy
+
+    def spy(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, bn_stats, amp):
+        untouched = all(d is None for d in searcher.model.decided["normal"])
+        calls.append((untouched, ct, edge, op, epochs, list(train_queue.dataset.indices),
+                      list(valid_queue.dataset.indices), first_epoch, bn_stats))
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # the second run is killed at its second op
+        return measure(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, bn_stats, amp)
+
+    monkeypatch.setattr(analysis, "discretized_accuracy", spy)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    analysis.main(argv + ["--save", str(full)])
+    assert calls == [(True, "normal", 2, op, 1, list(range(8)), list(range(8, 16)), 1, "running") for op in (1, 2)]
+    [r] = json.loads((full / "strength.json").read_text())
+    assert r["ops"] == ["none", "skip_connect", "sep_conv_3x3"] and r["name"] == "3<-0"
+    assert r["valid_top1"][0] is None and r["valid_top1_discretized"][0] is None
+    assert r["alpha"] == pytest.approx(torch.softmax(torch.tensor([3.0, 0.0, 1.0]), 0).tolist())
+    assert r["alpha_choice"] == "sep_conv_3x3"  # not `none`, whose alpha is the largest
+    assert r["accuracy_choice"] == r["ops"][max((1, 2), key=lambda o: (r["valid_top1"][o], -o))]
+    summary = json.loads((full / "summary.json").read_text())
+    assert (summary["edges"], summary["alpha_picks_sep_conv_3x3"]) == (1, 1)
+    assert summary["same_choice"] == (r["accuracy_choice"] == "sep_conv_3x3")
+
+    with pytest.raises(KeyboardInterrupt):
+        analysis.main(argv + ["--save", str(killed)])
+    assert not (killed / "summary.json").exists()
+    analysis.main(argv + ["--save", str(killed), "--resume"])
+    assert [c[3] for c in calls] == [1, 2, 1, 2, 2]  # the resumed run measures only the op left
+    assert (killed / "strength.json").read_text() == (full / "strength.json").read_text()
+
+    written = {p.name: p.read_bytes() for p in full.iterdir()}
+    for again in (argv + ["--save", str(full)], ["shuffle", "--search_dir", str(full)]):
+        with pytest.raises(SystemExit) as e:
+            analysis.main(again)
+        assert e.value.code == 2
+    assert {p.name: p.read_bytes() for p in full.iterdir()} == written
+
+
+def test_shuffle_measures_the_test_set_as_trained_then_after_each_draw_alone(search, tmp_path, monkeypatch):
+    """Table 1 from the command line: the test split (not the search's), evaluation mode; the first
+    measurement on the super-net as trained, each draw's on exactly its swapped pairs (the previous
+    draw undone); after = mean and sample std over the draws."""
+    seen = []
+
+    def spy(model, loader, bn_stats, amp=False):
+        seen.append(([list(cell.order) for cell in model.cells], len(loader.dataset), bn_stats))
+        return float(len(seen))
+
+    monkeypatch.setattr(analysis, "supernet_accuracy", spy)
+    analysis.main(["shuffle", "--search_dir", str(search), "--repeats", "3", "--save", str(tmp_path / "out")])
+    data = json.loads((tmp_path / "out" / "shuffle.json").read_text())
+    assert [(n, bn) for _, n, bn in seen] == [(SYNTHETIC_TEST, "running")] * 4
+    assert seen[0][0] == [list(range(14))] * 3 and len(data["draws"]) == 3
+
+    def swapped(a, b):
+        order = list(range(14))
+        order[a], order[b] = b, a
+        return order
+
+    assert [orders for orders, _, _ in seen[1:]] == [[swapped(*p) for p in d["swaps"]] for d in data["draws"]]
+    assert len({str(d["swaps"]) for d in data["draws"]}) == 3  # three different draws
+    assert (data["test_top1_before"], [d["test_top1"] for d in data["draws"]]) == (1.0, [2.0, 3.0, 4.0])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["test_top1_after"], summary["test_top1_after_std"], summary["repeats"]) == (3.0, 1.0, 3)
