@@ -54,14 +54,17 @@ def test_a_discretized_and_tuned_edge_runs_only_its_op_and_the_other_edges_stay_
     chosen_op = [p.detach().clone() for p in net.cells[0].edges[3].ops[1].parameters()]
     twin = copy.deepcopy(net)
     twin.project_op("normal", 3, 1)
-    epochs = []  # which accuracy is measured after the tuning: 1000 added per tuning epoch done
+    epochs, measured = [], []  # which accuracy is measured after the tuning: 1000 added per tuning epoch done
     tune, measure = analysis.search_epoch, analysis.supernet_accuracy
     monkeypatch.setattr(analysis, "search_epoch", lambda *a: epochs.append(1) or tune(*a))
-    monkeypatch.setattr(analysis, "supernet_accuracy", lambda *a, **k: measure(*a, **k) + 1000 * len(epochs))
+    monkeypatch.setattr(analysis, "supernet_accuracy",
+                        lambda m, loader, *a: measured.append(loader) or measure(m, loader, *a) + 1000 * len(epochs))
     s.start_tuning(0.0025)
-    discretized, tuned = analysis.discretized_accuracy(s, "normal", 3, 1, 2, _loader(), _loader(seed=1), 0)
-    assert discretized == measure(twin, _loader(seed=1), "running")  # the validation split, evaluation mode
-    assert tuned == measure(net, _loader(seed=1), "running") + 2000
+    train, valid = _loader(), _loader(seed=1)
+    discretized, tuned = analysis.discretized_accuracy(s, "normal", 3, 1, 2, train, valid, 0)
+    assert measured == [valid, valid]  # both on the validation split
+    assert discretized == measure(twin, valid, "running")  # evaluation mode
+    assert tuned == measure(net, valid, "running") + 2000
     assert net.decided == {"normal": [None] * 3 + [1] + [None] * 10, "reduce": [None] * 14}
     w = net.arch_weights()
     assert w["normal"][3].tolist() == [0.0, 1.0] and net.active["normal"][3] == [1]
@@ -198,7 +201,7 @@ def test_strength_tunes_each_candidate_op_on_the_search_split_and_resumes_exactl
     after its first op and resumed writes what an uninterrupted one does; a finished folder is not
     written again, nor taken for a search."""
     argv = ["strength", "--search_dir", str(search), "--edges", "2", "--tune_epochs", "1"]
-    calls, measure = [], analysis.discretized_accuracy
+    calls, tuned, measure = [], [], analysis.discretized_accuracy
 
     def spy(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, bn_stats, amp):
         untouched = all(d is None for d in searcher.model.decided["normal"])
@@ -206,7 +209,9 @@ def test_strength_tunes_each_candidate_op_on_the_search_split_and_resumes_exactl
                       list(valid_queue.dataset.indices), first_epoch, bn_stats))
         if len(calls) == 4:
             raise KeyboardInterrupt  # the second run is killed at its second op
-        return measure(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, bn_stats, amp)
+        at = measure(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, bn_stats, amp)
+        tuned.append(searcher.model.alphas["reduce"].detach().clone())  # what the tuning did, to the bit
+        return at[0], at[1] + 100 * op  # accuracies that differ: sep_conv_3x3 (op 2) is the strongest
 
     monkeypatch.setattr(analysis, "discretized_accuracy", spy)
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -217,10 +222,9 @@ def test_strength_tunes_each_candidate_op_on_the_search_split_and_resumes_exactl
     assert r["valid_top1"][0] is None and r["valid_top1_discretized"][0] is None
     assert r["alpha"] == pytest.approx(torch.softmax(torch.tensor([3.0, 0.0, 1.0]), 0).tolist())
     assert r["alpha_choice"] == "sep_conv_3x3"  # not `none`, whose alpha is the largest
-    assert r["accuracy_choice"] == r["ops"][max((1, 2), key=lambda o: (r["valid_top1"][o], -o))]
+    assert r["accuracy_choice"] == "sep_conv_3x3" and 200 <= r["valid_top1"][2] <= 300  # the tuned accuracy
     summary = json.loads((full / "summary.json").read_text())
-    assert (summary["edges"], summary["alpha_picks_sep_conv_3x3"]) == (1, 1)
-    assert summary["same_choice"] == (r["accuracy_choice"] == "sep_conv_3x3")
+    assert (summary["edges"], summary["same_choice"], summary["alpha_picks_sep_conv_3x3"]) == (1, 1, 1)
 
     with pytest.raises(KeyboardInterrupt):
         analysis.main(argv + ["--save", str(killed)])
@@ -228,6 +232,7 @@ def test_strength_tunes_each_candidate_op_on_the_search_split_and_resumes_exactl
     analysis.main(argv + ["--save", str(killed), "--resume"])
     assert [c[3] for c in calls] == [1, 2, 1, 2, 2]  # the resumed run measures only the op left
     assert (killed / "strength.json").read_text() == (full / "strength.json").read_text()
+    assert torch.equal(tuned[3], tuned[1]) and torch.equal(tuned[2], tuned[0])  # op by op, the same tuning
 
     written = {p.name: p.read_bytes() for p in full.iterdir()}
     for again in (argv + ["--save", str(full)], ["shuffle", "--search_dir", str(full)]):
