@@ -101,6 +101,9 @@ def parse_args(argv=None):
     if args.method == "sgas":
         die(f"{args.search_dir} is an SGAS search, whose super-net decided its edges while it trained: analyse "
             "a super-net of --method darts, sdarts-* or blank")
+    if args.method == "blank" and args.command == "strength":
+        die(f"{args.search_dir} is a blank super-net, whose alpha is 0 on every op: strength compares the op "
+            "softmax(alpha) picks with the one the accuracy picks; analyse a super-net of --method darts or sdarts-*")
     epoch = "" if args.from_epoch is None else f"_epoch{args.from_epoch}"
     args.save = args.save or str(Path(args.search_dir) / f"analysis_{args.command}{epoch}")
     return args

@@ -169,9 +169,12 @@ def test_every_op_is_tuned_from_the_super_net_as_the_search_left_it():
 
 def test_user_errors_end_with_one_line_before_a_folder_is_made(search, tmp_path, capsys):
     S = str(search)
-    unfinished = tmp_path / "unfinished"
+    unfinished, blank = tmp_path / "unfinished", tmp_path / "blank"
     unfinished.mkdir()
     (unfinished / "args.json").write_text((search / "args.json").read_text())
+    blank.mkdir()  # a finished fix-alpha search, as far as the flags tell
+    (blank / "args.json").write_text(json.dumps({**json.loads((search / "args.json").read_text()), "method": "blank"}))
+    (blank / "summary.json").write_text("{}")
     for argv, says in [
         (["shuffle", "--search_dir", S, "--edges", "3"], "--edges is a flag of `strength`, not of `shuffle`"),
         (["strength", "--search_dir", S, "--edges", "1", "--repeats", "2"], "--repeats is a flag of `shuffle`"),
@@ -183,6 +186,7 @@ def test_user_errors_end_with_one_line_before_a_folder_is_made(search, tmp_path,
         (["strength", "--search_dir", S, "--edges", "1", "--from_epoch", "7"], "kept the super-net after epochs [1]"),
         (["strength", "--search_dir", str(search / "genotype.json"), "--edges", "1"], "must be a run folder of"),
         (["shuffle", "--search_dir", str(unfinished)], "is not finished"),
+        (["strength", "--search_dir", str(blank), "--edges", "1"], "whose alpha is 0 on every op"),
     ]:
         with pytest.raises(SystemExit) as e:
             analysis.main(argv)
