@@ -175,6 +175,8 @@ def discretized_accuracy(searcher, ct, edge, op, epochs, train_queue, valid_queu
 
 
 def strength(args, device, search_state, search_ckpt):
+    """Sec. 3.1 (Figs. 1, 2, 7): per chosen edge, softmax(alpha) and the discretization accuracy at
+    convergence of every candidate op, and the op each of them picks; resumable op by op."""
     train_queue, valid_queue, num_classes = search_loaders(args)
 
     def fresh():  # the trained super-net, as the search left it
@@ -251,6 +253,8 @@ def unshuffle(model):
 
 
 def shuffle(args, device, search_state, search_ckpt):
+    """Sec. 3.2 (Table 1): the super-net's test accuracy as trained and after each of --repeats draws of
+    `shuffle_edges`, each draw undone before the next."""
     num_classes = search_loaders(args)[2]
     test = get_dataset(args, False, transforms(args, False))
     test_queue = make_loader(test, args.batch_size, False, args.workers)
