@@ -12,11 +12,17 @@ edges of every cell swapped (the two edges' mixed ops, with their weights, trade
 the same stride), over --repeats draws: DARTS' super-net is robust to edge shuffling, as ResNet is to
 layer shuffling ("unrolled estimation").
 
+Both measure the super-net in evaluation mode (BN running statistics), as the search reports its
+accuracy; --bn_stats batch normalises with each batch's statistics, as the selection scores an op.
+
 Usage: python darts_pt/analysis.py strength --search_dir RUN [--edges all | --edges E ... | --random_edges N]
-           [--cell_type normal|reduce] [--tune_epochs 5] [--save OUT] [--resume]
-       python darts_pt/analysis.py shuffle --search_dir RUN [--repeats 10] [--save OUT]
+           [--cell_type normal|reduce] [--tune_epochs 5] [--from_epoch E] [--bn_stats running|batch]
+           [--save OUT] [--resume]
+       python darts_pt/analysis.py shuffle --search_dir RUN [--repeats 10] [--from_epoch E]
+           [--bn_stats running|batch] [--save OUT]
 """
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, get_dataset, make_loader, search_loaders, transforms
 from common.search import search_cost, search_epoch, write_summary
+from common.train_eval import evaluate
 from common.utils import (add_run_args, add_speed_args, check_run, checkpoint_fits, die, get_device, log, resume_state,
                           save_checkpoint, set_seed, setup_run, write_json)
 from darts_pt.projection import load_supernet, over_search
@@ -37,6 +44,7 @@ from darts_pt.selection import argmax, evaluate_supernet
 from darts_pt.train_search import Searcher
 
 COMMANDS = ("strength", "shuffle")
+OWN_FLAGS = {"strength": ("edges", "random_edges", "cell_type", "tune_epochs", "tune_lr"), "shuffle": ("repeats",)}
 
 
 def get_parser():
@@ -47,6 +55,10 @@ def get_parser():
                    help="analyse the super-net kept after E search epochs (train_search.py --save_epochs E) "
                         "instead of the final one")
     p.add_argument("--batch_size", type=int, help="default: the search's")
+    p.add_argument("--bn_stats", choices=("running", "batch"), default="running",
+                   help="the BN statistics of the accuracies reported: running (evaluation mode, as the search "
+                        "reports valid_top1 and the authors' code a super-net's validation and test accuracy) or "
+                        "batch (training mode, as the selection scores a masked op)")
     g = p.add_argument_group("strength")
     g.add_argument("--edges", nargs="+", metavar="E",
                    help="edge indices of --cell_type (alpha's rows, node by node), or `all`")
@@ -68,14 +80,18 @@ def get_parser():
 
 def parse_args(argv=None):
     """The analysis flags over the search run's arguments (data, device, seed default to the search's);
-    --save defaults to SEARCH_DIR/analysis_<command>."""
+    --save defaults to SEARCH_DIR/analysis_<command>[_epoch<E>]. A flag of the other command ends the run."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    words = [a for a in argv[:1] if a in COMMANDS]
-    args = over_search(get_parser(), argv, words=words)
+    args = over_search(get_parser(), argv, words=COMMANDS[:1])  # any command: the flags are the same
+    given = flags_given(argv, [f for flags in OWN_FLAGS.values() for f in flags])
+    if wrong := [f for c, flags in OWN_FLAGS.items() if c != args.command for f in flags if f in given]:
+        other = next(c for c in COMMANDS if wrong[0] in OWN_FLAGS[c])
+        die(f"--{wrong[0]} is a flag of `{other}`, not of `{args.command}`: leave it out")
     if args.command == "strength":
-        given = [args.edges is not None, args.random_edges is not None]
-        if sum(given) != 1:
+        if args.edges is None and args.random_edges is None:
             die("strength needs the edges: --edges E [E ...] (or --edges all), or --random_edges N")
+        if args.edges is not None and args.random_edges is not None:
+            die("--edges and --random_edges both choose the edges: give one of them")
         if args.random_edges is not None and args.random_edges < 1:
             die(f"--random_edges {args.random_edges}: draw at least 1 edge")
         if args.tune_epochs < 0:
@@ -85,8 +101,37 @@ def parse_args(argv=None):
     if args.method == "sgas":
         die(f"{args.search_dir} is an SGAS search, whose super-net decided its edges while it trained: analyse "
             "a super-net of --method darts, sdarts-* or blank")
-    args.save = args.save or str(Path(args.search_dir) / f"analysis_{args.command}")
+    if args.method == "blank" and args.command == "strength":
+        die(f"{args.search_dir} is a blank super-net, whose alpha is 0 on every op: strength compares the op "
+            "softmax(alpha) picks with the one the accuracy picks; analyse a super-net of --method darts or sdarts-*")
+    epoch = "" if args.from_epoch is None else f"_epoch{args.from_epoch}"
+    args.save = args.save or str(Path(args.search_dir) / f"analysis_{args.command}{epoch}")
     return args
+
+
+def flags_given(argv, dests):
+    """Those of the flags `dests` that `argv` sets itself (not by a default)."""
+    unset = object()
+    p = get_parser()
+    p.set_defaults(**dict.fromkeys(dests, unset))
+    return {d for d, v in vars(p.parse_args(argv)).items() if d in dests and v is not unset}
+
+
+def trained_supernet(args, num_classes, device, search_state, search_ckpt):
+    """A Searcher holding the super-net as the search left it, on its own copy of the search's state
+    (the Adam moments of alpha included): tuning it leaves the start of the next measurement as it was."""
+    searcher = Searcher(args, num_classes, device)
+    with checkpoint_fits(search_ckpt):
+        searcher.load_state_dict(copy.deepcopy(search_state["searcher"]))
+    return searcher
+
+
+def supernet_accuracy(model, loader, bn_stats, amp=False):
+    """Top-1 (%) of the super-net over `loader`: BN with its running statistics (evaluation mode) or,
+    `bn_stats="batch"`, with the batch statistics (`selection.evaluate_supernet`)."""
+    if bn_stats == "batch":
+        return evaluate_supernet(model, loader, amp=amp)[0]
+    return evaluate(model, loader, next(model.parameters()).device, amp)[1]
 
 
 # ---------------------------------------------------------------- strength (Sec. 3.1)
@@ -115,27 +160,27 @@ def candidate_ops(model, ct, edge):
     return [o for o, n in enumerate(model.edge_ops[ct][edge]) if n != "none" or model.num_inputs == 1]
 
 
-def discretized_accuracy(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, amp=False):
+def discretized_accuracy(searcher, ct, edge, op, epochs, train_queue, valid_queue, first_epoch, bn_stats="running",
+                         amp=False):
     """Sec. 3.1: discretize `edge` of the super-net in `searcher` to `op` (its one-hot weights, the
     other edges untouched), tune the rest `epochs` epochs (Sec. 4.2's tuning: the weights at a constant
     rate, alpha of the other edges still trained), and return the validation top-1 right after the
     discretization and after the tuning (the discretization accuracy at convergence)."""
     model = searcher.model
     model.project_op(ct, edge, op)
-    at_discretization = evaluate_supernet(model, valid_queue, amp=amp)[0]
+    at_discretization = supernet_accuracy(model, valid_queue, bn_stats, amp)
     for t in range(epochs):
         search_epoch(searcher, train_queue, valid_queue, first_epoch + t)
-    return at_discretization, evaluate_supernet(model, valid_queue, amp=amp)[0]
+    return at_discretization, supernet_accuracy(model, valid_queue, bn_stats, amp)
 
 
 def strength(args, device, search_state, search_ckpt):
+    """Sec. 3.1 (Figs. 1, 2, 7): per chosen edge, softmax(alpha) and the discretization accuracy at
+    convergence of every candidate op, and the op each of them picks; resumable op by op."""
     train_queue, valid_queue, num_classes = search_loaders(args)
 
     def fresh():  # the trained super-net, as the search left it
-        searcher = Searcher(args, num_classes, device)
-        with checkpoint_fits(search_ckpt):
-            searcher.load_state_dict(search_state["searcher"])
-        return searcher
+        return trained_supernet(args, num_classes, device, search_state, search_ckpt)
 
     model = fresh().model
     ct = model.cell_types[0] if len(model.cell_types) == 1 else args.cell_type
@@ -161,7 +206,8 @@ def strength(args, device, search_state, search_ckpt):
             searcher = fresh()
             searcher.start_tuning(args.tune_lr)
             record["valid_top1_discretized"][o], record["valid_top1"][o] = discretized_accuracy(
-                searcher, ct, edge, o, args.tune_epochs, train_queue, valid_queue, search_state["epoch"], args.amp)
+                searcher, ct, edge, o, args.tune_epochs, train_queue, valid_queue, search_state["epoch"], args.bn_stats,
+                args.amp)
             log.info("%s edge %d (%s) -> %s: valid %.2f%% discretized, %.2f%% after %d tuning epochs (alpha %.3f)",
                      ct, edge, record["name"], names[o], record["valid_top1_discretized"][o], record["valid_top1"][o],
                      args.tune_epochs, alpha[o])
@@ -207,22 +253,21 @@ def unshuffle(model):
 
 
 def shuffle(args, device, search_state, search_ckpt):
+    """Sec. 3.2 (Table 1): the super-net's test accuracy as trained and after each of --repeats draws of
+    `shuffle_edges`, each draw undone before the next."""
     num_classes = search_loaders(args)[2]
     test = get_dataset(args, False, transforms(args, False))
     test_queue = make_loader(test, args.batch_size, False, args.workers)
-    searcher = Searcher(args, num_classes, device)
-    with checkpoint_fits(search_ckpt):
-        searcher.load_state_dict(search_state["searcher"])
-    model = searcher.model
+    model = trained_supernet(args, num_classes, device, search_state, search_ckpt).model
     save = setup_run(args, "analysis_shuffle")
     t0 = time.time()
-    before = evaluate_supernet(model, test_queue, amp=args.amp)[0]
+    before = supernet_accuracy(model, test_queue, args.bn_stats, args.amp)
     log.info("test top-1 before shuffling: %.2f%%", before)
     g = torch.Generator().manual_seed(args.seed)
     draws = []
     for r in range(args.repeats):
         swaps = shuffle_edges(model, g)
-        after = evaluate_supernet(model, test_queue, amp=args.amp)[0]
+        after = supernet_accuracy(model, test_queue, args.bn_stats, args.amp)
         unshuffle(model)
         draws.append({"swaps": swaps, "test_top1": after})
         log.info("shuffle %d/%d: test top-1 %.2f%%", r + 1, args.repeats, after)
