@@ -36,7 +36,6 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, get_dataset, make_loader, search_loaders, transforms
 from common.search import search_cost, search_epoch, write_summary
-from common.train_eval import evaluate
 from common.utils import (add_run_args, add_speed_args, check_run, checkpoint_fits, die, get_device, log, resume_state,
                           save_checkpoint, set_seed, setup_run, write_json)
 from darts_pt.projection import load_supernet, over_search
@@ -128,10 +127,8 @@ def trained_supernet(args, num_classes, device, search_state, search_ckpt):
 
 def supernet_accuracy(model, loader, bn_stats, amp=False):
     """Top-1 (%) of the super-net over `loader`: BN with its running statistics (evaluation mode) or,
-    `bn_stats="batch"`, with the batch statistics (`selection.evaluate_supernet`)."""
-    if bn_stats == "batch":
-        return evaluate_supernet(model, loader, amp=amp)[0]
-    return evaluate(model, loader, next(model.parameters()).device, amp)[1]
+    `bn_stats="batch"`, with the batch statistics, as the selection scores a masked op."""
+    return evaluate_supernet(model, loader, amp=amp, running=bn_stats == "running")[0]
 
 
 # ---------------------------------------------------------------- strength (Sec. 3.1)

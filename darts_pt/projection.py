@@ -189,7 +189,7 @@ def main(argv=None):
         ev = events[i]
         if ev["kind"] == "tune":
             stats = search_epoch(searcher, train_queue, valid_queue, search_state["epoch"] + tuned)  # Sec. 4.2
-            top1, loss = evaluate_supernet(model, valid_queue, amp=args.amp)
+            top1, loss = evaluate_supernet(model, valid_queue, amp=args.amp, running=True)  # as the authors log it
             metrics.write({"epoch": tuned, "round": ev["round"], **stats, "valid_top1": top1, "valid_loss": loss})
             rounds[-1]["valid_top1_after_tuning"] = top1
             tuned += 1
@@ -202,7 +202,7 @@ def main(argv=None):
                          else decide_topology(model, ct, t, valid_queue, **how, rule=args.topology_rule,
                                               alpha_of=alpha_of)
                          for ct, t in ev["targets"].items()]
-            top1, _ = evaluate_supernet(model, valid_queue, amp=args.amp)
+            top1 = evaluate_supernet(model, valid_queue, amp=args.amp, running=True)[0]
             rounds.append({"round": ev["round"], "kind": ev["kind"], "decisions": decisions,
                            "valid_top1_after_decision": top1, "valid_top1_after_tuning": None})
             if rank() == 0:

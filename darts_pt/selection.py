@@ -16,14 +16,16 @@ TOPOLOGY_RULES = ("top2", "backward")
 
 
 @torch.no_grad()
-def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=0):
+def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=0, running=False):
     """(top-1 %, loss) of the super-net over `loader`, as DARTS-PT measures it (authors' code): BN in
-    training mode (batch statistics), the running statistics left untouched. Every call sees the
-    same batches, augmentations and noise draws (`seed`), so scores differ only by the masking."""
+    training mode (batch statistics), the running statistics left untouched, to score a masked op;
+    `running`: in evaluation mode (BN's running statistics), as they log the super-net's accuracy.
+    Every call sees the same batches, augmentations and noise draws (`seed`), so scores differ only
+    by the masking, and the global random state is left as it was."""
     device = next(model.parameters()).device
     was_training = model.training
-    if not was_training:  # train() walks every module of the super-net: only when needed
-        model.train()
+    if was_training == running:  # train() / eval() walk every module of the super-net: only when needed
+        model.train(not running)
     loader.sampler.set_epoch(0)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), frozen_bn_stats(model):
@@ -37,8 +39,8 @@ def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=
             sums[2] += len(y)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(sums)
-    if not was_training:
-        model.eval()
+    if model.training != was_training:
+        model.train(was_training)
     return (100 * sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 

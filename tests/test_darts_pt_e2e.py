@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from common.genotypes import load
+from common.data import search_loaders
 from common.utils import MetricsLog
 from conftest import SMALL, run
 from darts_pt import nb201_lookup, projection, train, train_search
+from darts_pt.selection import evaluate_supernet
 
 TINY = [*SMALL, "--image_size", "8", "--subset", "16", "--batch_size", "8", "--init_channels", "4", "--epochs", "1"]
 
@@ -238,3 +240,17 @@ def test_nb201_accuracies_come_from_the_benchmark_when_it_is_installed(tmp_path,
     monkeypatch.setitem(sys.modules, "nas_201_api", types.SimpleNamespace(NASBench201API=API))
     found = lookup(search / "genotype.json", "cifar10", "--nb201_benchmark", str(tmp_path / "nb201.pth"))
     assert found["final_top1"] == accuracy(records[-1]["genotype"])["cifar10"]
+
+
+def test_the_selection_logs_the_super_nets_accuracy_in_evaluation_mode(darts_run):
+    """Fig. 6: the validation accuracy the selection logs is the super-net's in evaluation mode (BN's
+    running statistics), as the authors' code logs it, not the batch statistics that score a masked op."""
+    search, out, _ = darts_run
+    args = projection.parse_args(["--search_dir", str(search)])
+    _, valid_queue, classes = search_loaders(args)
+    searcher = train_search.Searcher(args, classes, torch.device("cpu"))
+    searcher.start_tuning(args.proj_lr)
+    searcher.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["searcher"])
+    running, batch = (evaluate_supernet(searcher.model, valid_queue, running=r)[0] for r in (True, False))
+    assert running != batch  # the two readings differ here
+    assert json.loads((out / "summary.json").read_text())["valid_top1"] == running  # after the last decision
