@@ -182,6 +182,12 @@ def compile_ops(net):
     if not hasattr(config, "recompile_limit"):
         die(f"--compile needs a newer PyTorch than {torch.__version__} (2.7 or later): upgrade it, or leave "
             "--compile out")
+    try:  # the generated kernels are built with a C++ compiler (and Triton's launchers with a C one)
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        get_cpp_compiler()
+    except Exception:
+        die("--compile needs a C++ compiler (g++ or clang++) on the PATH or in $CXX: install one, or leave "
+            "--compile out")
     ops = regions(net)
     kinds = len({repr(m) for m in ops})
     _compiled["ops"] += len(ops)

@@ -314,3 +314,17 @@ def test_a_replayed_step_is_the_eager_step_once_per_batch():
 
     runs = _both(run)  # the same steps, so every batch was stepped on once
     assert runs == ["eager", "replay", "eager", "replay"]  # batch 2 (smaller) ran eagerly in between
+
+
+def test_compile_without_a_cpp_compiler_ends_with_one_line(monkeypatch, capsys):
+    """torch.compile builds its kernels with a C++ compiler: without one, --compile says so before
+    anything is compiled (not torch's traceback at the first step)."""
+    from torch._inductor import cpp_builder, exc
+
+    def missing():
+        raise exc.InvalidCxxCompiler()
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    with pytest.raises(SystemExit) as e:
+        compile_ops(net)
+    assert e.value.code == 2 and "--compile needs a C++ compiler" in capsys.readouterr().err
