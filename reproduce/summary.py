@@ -100,7 +100,8 @@ def row_results(out, parts, stages):
     return {
         "trainings": len(trainings), "finished": len(done),
         "datasets": sorted({s.get("dataset") for s in done}),
-        "evaluated_by": sorted({s["evaluated_by"] for s in done if s.get("evaluated_by")}),  # a benchmark, not trained
+        # where the error is not the paper's own protocol's: read from a benchmark, or trained where the paper reads it
+        "evaluated_by": sorted({s["evaluated_by"] for s in done if s.get("evaluated_by")}),
         "test_error": _mean(errors), "test_error_std": _std(errors),
         "test_error_best": min(errors) if errors else None, "top5_error": _mean(top5),
         "params_M": _mean([s.get("params_M") for s in done]), "params_M_std": _std([s.get("params_M") for s in done]),
@@ -327,11 +328,11 @@ def markdown(tables, figures=(), drawn=(), pictures=()):
              "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost "
              "per searched architecture (GPU-hours on GPUs, else hours on the device named) and peak GPU memory; "
              "the rule that chose the architecture; the numbers measured (ours / paper where the paper prints "
-             "them; a test error read from a benchmark instead of trained says so); the cells trained, drawn "
-             "below the table. **paper**: as printed (search cost in GPU-days, memory in GB). A row without ours "
-             "is a baseline the paper cites; a table without the paper's numbers has no paper columns. A table "
-             "whose rows the paper prints as a grid (rows \"line: column\", DARTS-PT's Tables 3 and 4) is that "
-             "grid, each cell ours / paper, followed by the other numbers of its rows.", ""]
+             "them; a test error read from a benchmark, or trained where the paper reads it from one, says so); "
+             "the cells trained, drawn below the table. **paper**: as printed (search cost in GPU-days, memory in "
+             "GB). A row without ours is a baseline the paper cites; a table without the paper's numbers has no "
+             "paper columns. A table whose rows the paper prints as a grid (rows \"line: column\", DARTS-PT's "
+             "Tables 3 and 4) is that grid, each cell ours / paper, followed by the other numbers of its rows.", ""]
     if not pictures and any((r["ours"] or {}).get("cells") for t in tables for r in t["rows"]):
         lines += ["The cells are not drawn: install matplotlib (`pip install -e \".[reproduce]\"`) or Graphviz "
                   "and run `python -m reproduce.summary OUT` again.", ""]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SMALL
 from reproduce import figures, select, summary
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import (Context, Figure, Lookup, Plan, PlanError, Row, Search, Select, Step, Train, kind,
@@ -517,7 +518,7 @@ def test_curves_of_the_post_search_steps(tmp_path):
     assert series["points"] == [(0, 50), (1, 60), (2, 70)]
 
 
-# ---------------------------------------------------------------- summary.md: looked-up errors, grids
+# ---------------------------------------------------------------- summary.md: how errors were obtained, grids
 
 def _ours(error=None, std=None, n=1, **numbers):
     """A row's numbers as summary.row_results gives them: a test error over n trainings, `numbers`, no more."""
@@ -543,6 +544,21 @@ def test_a_looked_up_error_says_so_in_the_summary(tmp_path):
     (tmp_path / "t0" / "summary.json").write_text(json.dumps({"final_top1": 90.0, "evaluated_by": "NAS-Bench-201"}))
     r, md = _one_training(tmp_path, "t0")
     assert r["evaluated_by"] == ["NAS-Bench-201"] and "error from NAS-Bench-201" in md
+
+
+def test_a_trained_nas_bench_201_error_says_so_in_the_summary(tmp_path):
+    """Without the benchmark file a NAS-Bench-201 cell is trained (darts_pt/train.py, NB201's protocol): its
+    summary.json says so and the summary shows it where it shows a looked-up error; a DARTS cell, trained
+    with the paper's own protocol, says nothing."""
+    from darts_pt import train
+    tiny = [*SMALL, "--image_size", "8", "--subset", "8", "--batch_size", "8", "--init_channels", "4", "--epochs", "1"]
+    train.main(["--arch", "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|",
+                *tiny, "--save", str(tmp_path / "nb201")])
+    train.main(["--arch", "DARTS_V2", *tiny, "--layers", "3", "--save", str(tmp_path / "darts")])
+    r, md = _one_training(tmp_path, "nb201")
+    assert r["evaluated_by"] == ["training with NAS-Bench-201's protocol (1 epoch)"]
+    assert "| error from training with NAS-Bench-201's protocol (1 epoch) |" in md
+    assert json.loads((tmp_path / "darts" / "summary.json").read_text())["evaluated_by"] is None
 
 
 def test_a_table_the_paper_prints_as_a_grid_is_that_grid():
