@@ -173,11 +173,12 @@ def check_args(args):
             f"--epochs {args.epochs}")
 
 
-def main(args=None, build=None):
+def main(args=None, build=None, evaluated_by=None):
     """Train `args.arch` from scratch; returns the trained model (unwrapped).
 
     `build(genotype, num_classes, args)` makes the network; the default is the DARTS
-    evaluation network of `common.network`."""
+    evaluation network of `common.network`. `evaluated_by` goes to summary.json: how the test error was
+    obtained, where a paper reads it from elsewhere (a benchmark's table); None for the paper's own protocol."""
     args = args if isinstance(args, argparse.Namespace) else parse_args(args)
     check_args(args)
     init_distributed(args.device)
@@ -261,7 +262,8 @@ def main(args=None, build=None):
                    best_top1=best, final_top1=final.get("test_top1"), final_top5=final.get("test_top5"),
                    valid_size=args.valid_size, best_valid_top1=best_valid if valid_queue else None,
                    final_valid_top1=final.get("valid_top1"), final_valid_top5=final.get("valid_top5"),
-                   wall_time_s=time.time() - t0, world_size=world_size(), device=str(device))
+                   wall_time_s=time.time() - t0, world_size=world_size(), device=str(device),
+                   evaluated_by=evaluated_by)
     if is_main():
         write_json(save / "summary.json", summary)  # the done-marker, last
         log.info("summary %s", json.dumps(summary))

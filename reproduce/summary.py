@@ -7,8 +7,10 @@ the test error (mean ± sample std over its trainings, and the best; top-5 on Im
 the paper prints it), parameters and multiply-adds (mean ± sample std over the trainings), search
 cost and memory measured on this run, the rule that chose its architecture, the numbers of its
 measurements and the cells it trained, drawn under the table (OUT/cells/, with Graphviz or
-matplotlib); then the figures (PNG, with matplotlib). It can run at any time: unfinished rows show
-what is done so far.
+matplotlib); then the figures (PNG, with matplotlib). A table the paper prints as a grid, whose rows
+are labelled "line: column" (DARTS-PT's Tables 3 and 4: one line per space and dataset, one column per
+method), is laid out as that grid in summary.md. It can run at any time: unfinished rows show what is
+done so far.
 
 Usage: python -m reproduce.summary OUT
 """
@@ -98,7 +100,8 @@ def row_results(out, parts, stages):
     return {
         "trainings": len(trainings), "finished": len(done),
         "datasets": sorted({s.get("dataset") for s in done}),
-        "evaluated_by": sorted({s["evaluated_by"] for s in done if s.get("evaluated_by")}),  # a benchmark, not trained
+        # where the error is not the paper's own protocol's: read from a benchmark, or trained where the paper reads it
+        "evaluated_by": sorted({s["evaluated_by"] for s in done if s.get("evaluated_by")}),
         "test_error": _mean(errors), "test_error_std": _std(errors),
         "test_error_best": min(errors) if errors else None, "top5_error": _mean(top5),
         "params_M": _mean([s.get("params_M") for s in done]), "params_M_std": _std([s.get("params_M") for s in done]),
@@ -231,58 +234,120 @@ def figure_file(data):
     return f"figures/{data['paper']}-{slug}.png"
 
 
+def _errors(r):
+    """Our test error of a row (mean ± std (n); top-5 on ImageNet or where the paper prints it; "" where we
+    have no row) and the paper's."""
+    o, p = r["ours"], r["paper"] or {}
+    top5 = r["dataset"] == "imagenet" or p.get("top5_error") is not None
+    ours = _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) + _top5(o, top5) if o else ""
+    return ours, _err(p.get("test_error"), p.get("test_error_std")) + _top5(p, top5)
+
+
+def _columns(r, paper, pictures):
+    """One row of a flat table: {column header: value}; `paper`: whether the table has the paper's numbers."""
+    def both(ours, theirs):  # "ours / paper", or ours alone in a table without the paper's numbers
+        return f"{ours} / {theirs}" if paper else ours
+    o, p = r["ours"] or {}, r["paper"] or {}
+    ours, theirs = _errors(r)
+    cost = _f(o.get("search_gpu_hours"), 3) + " GPU-h" if o.get("search_gpu_hours") is not None else \
+        (_f(o.get("search_hours"), 3) + f" h ({','.join(o['devices'])})" if o.get("search_hours") else "–")
+    sel = o.get("selected_by") or {}
+    values = {"row": f"{r['row']}{' (baseline)' if r['baseline'] else ''}", "dataset": r["dataset"],
+              "ours: error %" if paper else "test error %": ours, "best": _f(o.get("test_error_best")) if o else ""}
+    if paper:
+        values["paper: error %"] = theirs
+    return {**values,
+            "params M (ours / paper)" if paper else "params M": both(
+                _err(o.get("params_M"), o.get("params_M_std")), _err(p.get("params_M"), p.get("params_M_std"))),
+            "M-adds (ours / paper)" if paper else "M-adds": both(
+                _err(o.get("mult_adds_M"), o.get("mult_adds_M_std"), digits=0),
+                _err(p.get("mult_adds_M"), p.get("mult_adds_M_std"), digits=0)),
+            "search cost (ours / paper GPU-days)" if paper else "search cost": both(
+                cost, _f(p.get("search_cost_gpu_days"))),
+            "memory (ours MB / paper GB)" if paper else "memory MB": both(
+                _f(o.get("search_peak_memory_MB"), 0), _f(p.get("search_memory_GB"), 1)),
+            "chosen by": f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else ""),
+            "measured": ", ".join(x for x in (*(f"error from {b}" for b in o.get("evaluated_by", [])),
+                                              _measured(o.get("measures") or {}, p.get("metrics") or {})) if x),
+            "cells": " ".join(_cell_link(c, pictures) for c in o.get("cells", []))}
+
+
+def _table(header, rows):
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(v) + " |" for v in rows)]
+
+
+def grid(rows):
+    """The paper's grid of a table whose rows are labelled "LINE: COLUMN" (DARTS-PT Tables 3, 4: one line
+    per space and dataset, one column per method): ([(line, dataset)], [column], {(line, dataset, column):
+    row}), in the order of the rows; None unless every label has that form and every line has every
+    column, once, with at least two lines and two columns."""
+    if not all(": " in r["row"] for r in rows):
+        return None
+    cells = {}
+    for r in rows:
+        line, _, column = r["row"].partition(": ")
+        cells[(line, r["dataset"], column)] = r
+    lines, columns = list(dict.fromkeys(k[:2] for k in cells)), list(dict.fromkeys(k[2] for k in cells))
+    if len(lines) < 2 or len(columns) < 2 or not len(rows) == len(cells) == len(lines) * len(columns):
+        return None
+    return lines, columns, cells
+
+
+def _known(value):
+    """Whether a cell of a table says something (not "", "–" or "– / –")."""
+    return bool(value.replace("–", "").replace("/", "").strip())
+
+
+def _grid_table(g, paper, pictures):
+    """A table as its paper's grid (`grid`): each cell "ours / paper" ("–" where missing), then the other
+    numbers of its rows (best, size, search cost, the rule that chose, measurements, cells), the rows and
+    columns that have any."""
+    lines, columns, cells = g
+
+    def cell(r):
+        ours, theirs = _errors(r)
+        return f"{ours or '–'} / {theirs}" if paper else ours or "–"
+    table = _table(["row", "dataset", *columns],
+                   [[line, dataset, *(cell(cells[(line, dataset, c)]) for c in columns)] for line, dataset in lines])
+    errors = ("ours: error %", "paper: error %", "test error %")
+    detail = [{k: v for k, v in _columns(r, paper, pictures).items() if k not in errors} for r in cells.values()]
+    detail = [d for d in detail if any(_known(v) for v in list(d.values())[2:])]  # beyond row and dataset
+    if detail:
+        header = ["row", "dataset", *(k for k in list(detail[0])[2:] if any(_known(d[k]) for d in detail))]
+        table += ["", *_table(header, [[d[k] for k in header] for d in detail])]
+    return table
+
+
 def markdown(tables, figures=(), drawn=(), pictures=()):
-    """summary.md: the tables, each followed by the pictures of the cells its rows trained (those in
-    `pictures`), then the figures (those in `drawn` as images)."""
+    """summary.md: the tables (a table the paper prints as a grid, as a grid: `grid`), each followed by
+    the pictures of the cells its rows trained (those in `pictures`), then the figures (those in `drawn`
+    as images)."""
     lines = ["# Results beside the papers", "",
              "Each table is a table of a paper, in its order. **ours**: test error of the last epoch, mean ± sample "
              "std over the trainings that finished (how many in brackets; top-5 where the paper prints it), the "
              "best; parameters and multiply-adds of the evaluation network (± over the trainings); search cost "
              "per searched architecture (GPU-hours on GPUs, else hours on the device named) and peak GPU memory; "
              "the rule that chose the architecture; the numbers measured (ours / paper where the paper prints "
-             "them; a test error read from a benchmark instead of trained says so); the cells trained, drawn "
-             "below the table. **paper**: as printed (search cost in GPU-days, memory in GB). A row without ours "
-             "is a baseline the paper cites; a table without the paper's numbers has no paper columns.", ""]
+             "them; a test error read from a benchmark, or trained where the paper reads it from one, says so); "
+             "the cells trained, drawn below the table. **paper**: as printed (search cost in GPU-days, memory in "
+             "GB). A row without ours is a baseline the paper cites; a table without the paper's numbers has no "
+             "paper columns. A table whose rows the paper prints as a grid (rows \"line: column\", DARTS-PT's "
+             "Tables 3 and 4) is that grid, each cell ours / paper, followed by the other numbers of its rows.", ""]
     if not pictures and any((r["ours"] or {}).get("cells") for t in tables for r in t["rows"]):
         lines += ["The cells are not drawn: install matplotlib (`pip install -e \".[reproduce]\"`) or Graphviz "
                   "and run `python -m reproduce.summary OUT` again.", ""]
     for t in tables:
         paper = any(r["paper"] for r in t["rows"])
-
-        def both(ours, theirs):  # "ours / paper", or ours alone in a table without the paper's numbers
-            return f"{ours} / {theirs}" if paper else ours
-        header = (["row", "dataset", "ours: error %", "best", "paper: error %", "params M (ours / paper)",
-                   "M-adds (ours / paper)", "search cost (ours / paper GPU-days)", "memory (ours MB / paper GB)"]
-                  if paper else ["row", "dataset", "test error %", "best", "params M", "M-adds", "search cost",
-                                 "memory MB"]) + ["chosen by", "measured", "cells"]
-        lines += [f"## {t['paper']}: {t['table']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        shown = []
-        for r in t["rows"]:
-            o, p = r["ours"] or {}, r["paper"] or {}
-            top5 = r["dataset"] == "imagenet" or p.get("top5_error") is not None
-            cost = _f(o.get("search_gpu_hours"), 3) + " GPU-h" if o.get("search_gpu_hours") is not None else \
-                (_f(o.get("search_hours"), 3) + f" h ({','.join(o['devices'])})" if o.get("search_hours") else "–")
-            sel = o.get("selected_by") or {}
-            chosen = f"{sel['rule']} ({sel['key']} {_f(sel['value'])})" if sel else ("each" if o else "")
-            measured = ", ".join(x for x in (*(f"error from {b}" for b in o.get("evaluated_by", [])),
-                                             _measured(o.get("measures") or {}, p.get("metrics") or {})) if x)
-            cells = [c for c in o.get("cells", []) if c["picture"] in pictures]
-            shown += [(r["row"], c) for c in cells]
-            ours = _err(o.get("test_error"), o.get("test_error_std"), o.get("finished")) + _top5(o, top5) if o else ""
-            values = [f"{r['row']}{' (baseline)' if r['baseline'] else ''}", r["dataset"], ours,
-                      _f(o.get("test_error_best")) if o else ""]
-            values += [_err(p.get("test_error"), p.get("test_error_std")) + _top5(p, top5)] if paper else []
-            values += [both(_err(o.get("params_M"), o.get("params_M_std")),
-                            _err(p.get("params_M"), p.get("params_M_std"))),
-                       both(_err(o.get("mult_adds_M"), o.get("mult_adds_M_std"), digits=0),
-                            _err(p.get("mult_adds_M"), p.get("mult_adds_M_std"), digits=0)),
-                       both(cost, _f(p.get("search_cost_gpu_days"))),
-                       both(_f(o.get("search_peak_memory_MB"), 0), _f(p.get("search_memory_GB"), 1)), chosen, measured,
-                       " ".join(_cell_link(c, pictures) for c in o.get("cells", []))]
-            lines.append("| " + " | ".join(values) + " |")
+        lines += [f"## {t['paper']}: {t['table']}", ""]
+        if g := grid(t["rows"]):
+            lines += _grid_table(g, paper, pictures)
+        else:
+            values = [_columns(r, paper, pictures) for r in t["rows"]]
+            lines += _table(list(values[0]), [list(v.values()) for v in values])
         lines.append("")
-        for row, c in shown:
-            lines += [f"**{row}**, {_cell_name(c)}:", "", f"![{row}: {_cell_name(c)}]({c['picture']})", ""]
+        for row, c in ((r["row"], c) for r in t["rows"] for c in (r["ours"] or {}).get("cells", [])):
+            if c["picture"] in pictures:
+                lines += [f"**{row}**, {_cell_name(c)}:", "", f"![{row}: {_cell_name(c)}]({c['picture']})", ""]
     for data in figures:
         lines += [f"## {data['paper']}: {data['figure']}, {data['title']}", ""]
         if figure_file(data) in drawn:

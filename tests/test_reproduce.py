@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SMALL
 from reproduce import figures, select, summary
 from reproduce.experiments import EXPERIMENTS
 from reproduce.registry import (Context, Figure, Lookup, Plan, PlanError, Row, Search, Select, Step, Train, kind,
@@ -517,15 +518,108 @@ def test_curves_of_the_post_search_steps(tmp_path):
     assert series["points"] == [(0, 50), (1, 60), (2, 70)]
 
 
+# ---------------------------------------------------------------- summary.md: how errors were obtained, grids
+
+def _ours(error=None, std=None, n=1, **numbers):
+    """A row's numbers as summary.row_results gives them: a test error over n trainings, `numbers`, no more."""
+    return {"finished": n, "test_error": error, "test_error_std": std, "test_error_best": error, "top5_error": None,
+            "params_M": None, "params_M_std": None, "mult_adds_M": None, "mult_adds_M_std": None,
+            "search_hours": None, "search_gpu_hours": None, "search_peak_memory_MB": None, "devices": [],
+            "selected_by": None, "evaluated_by": [], "measures": {}, "cells": [], **numbers}
+
+
+def _row(label, dataset="cifar10", ours=None, paper=None, baseline=False):
+    return {"row": label, "dataset": dataset, "baseline": baseline, "paper": paper, "ours": ours}
+
+
+def _one_training(out, name):
+    """The numbers of a row of one training (OUT/NAME) as the summary reports them, and its summary.md."""
+    parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": [name], "measures": []}
+    r = summary.row_results(out, parts, [])
+    return r, summary.markdown([{"paper": "darts_pt", "table": "Table 4", "rows": [_row("r", ours=r)]}])
+
+
 def test_a_looked_up_error_says_so_in_the_summary(tmp_path):
     (tmp_path / "t0").mkdir()
     (tmp_path / "t0" / "summary.json").write_text(json.dumps({"final_top1": 90.0, "evaluated_by": "NAS-Bench-201"}))
-    parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": ["t0"], "measures": []}
-    r = summary.row_results(tmp_path, parts, [])
-    assert r["evaluated_by"] == ["NAS-Bench-201"]
-    table = [{"paper": "darts_pt", "table": "Table 4", "rows": [{"row": "r", "dataset": "cifar10", "baseline": False,
-                                                               "paper": None, "ours": r}]}]
-    assert "error from NAS-Bench-201" in summary.markdown(table)
+    r, md = _one_training(tmp_path, "t0")
+    assert r["evaluated_by"] == ["NAS-Bench-201"] and "error from NAS-Bench-201" in md
+
+
+def test_a_trained_nas_bench_201_error_says_so_in_the_summary(tmp_path):
+    """Without the benchmark file a NAS-Bench-201 cell is trained (darts_pt/train.py, NB201's protocol): its
+    summary.json says so and the summary shows it where it shows a looked-up error; a DARTS cell, trained
+    with the paper's own protocol, says nothing."""
+    from darts_pt import train
+    tiny = [*SMALL, "--image_size", "8", "--subset", "8", "--batch_size", "8", "--init_channels", "4", "--epochs", "1"]
+    train.main(["--arch", "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|",
+                *tiny, "--save", str(tmp_path / "nb201")])
+    train.main(["--arch", "DARTS_V2", *tiny, "--layers", "3", "--save", str(tmp_path / "darts")])
+    r, md = _one_training(tmp_path, "nb201")
+    assert r["evaluated_by"] == ["training with NAS-Bench-201's protocol (1 epoch)"]
+    assert "| error from training with NAS-Bench-201's protocol (1 epoch) |" in md
+    assert json.loads((tmp_path / "darts" / "summary.json").read_text())["evaluated_by"] is None
+
+
+def test_a_table_the_paper_prints_as_a_grid_is_that_grid():
+    """Rows "LINE: COLUMN" (DARTS-PT Tables 3, 4): a line per (LINE, dataset) in the rows' order, a column per
+    COLUMN, each cell ours / paper placed by its label; the rows' other numbers below, only the rows and
+    columns that have any; the cells' pictures after."""
+    cell = {"arch": "{out}/a/genotype.json", "genotype": "a/genotype.json", "picture": "cells/a/genotype.png",
+            "file": True}
+    rows = [_row("S1: DARTS", paper={"test_error": 3.84}, baseline=True),
+            _row("S1: DARTS+PT", ours=_ours(2.9, 0.1, 2, params_M=3.0, search_gpu_hours=1.5, cells=[cell]),
+                 paper={"test_error": 3.5, "test_error_std": 0.2}),
+            _row("S2: DARTS", paper={"test_error": 4.85, "params_M": 3.3}, baseline=True),
+            _row("S2: DARTS+PT"),
+            _row("S1: DARTS+PT", "cifar100", paper={"test_error": 24.48}),  # the columns in another order
+            _row("S1: DARTS", "cifar100", ours=_ours(30.0, evaluated_by=["a benchmark"]), paper={"test_error": 29.46},
+                 baseline=True)]
+    md = summary.markdown([{"paper": "x", "table": "Table 3", "rows": rows}], pictures={cell["picture"]})
+    body = md[md.index("## x: Table 3"):].splitlines()
+    assert body[2:8] == ["| row | dataset | DARTS | DARTS+PT |", "|---|---|---|---|",
+                         "| S1 | cifar10 | – / 3.84 | 2.90 ± 0.10 (2) / 3.50 ± 0.20 |",
+                         "| S2 | cifar10 | – / 4.85 | – / – |",
+                         "| S1 | cifar100 | 30.00 (1) / 29.46 | – / 24.48 |", ""]
+    assert body[8:13] == [
+        "| row | dataset | best | params M (ours / paper) | search cost (ours / paper GPU-days) | chosen by | measured "
+        "| cells |", "|---|---|---|---|---|---|---|---|",
+        "| S1: DARTS+PT | cifar10 | 2.90 | 3.00 / – | 1.500 GPU-h / – | each |  | [a](cells/a/genotype.png) |",
+        "| S2: DARTS (baseline) | cifar10 |  | – / 3.30 | – / – |  |  |  |",
+        "| S1: DARTS (baseline) | cifar100 | 30.00 | – / – | – / – | each | error from a benchmark |  |"]
+    assert body[13:17] == ["", "**S1: DARTS+PT**, a:", "", "![S1: DARTS+PT: a](cells/a/genotype.png)"]
+    # without the paper's numbers (a figure's rows): ours alone in each cell
+    for r in rows:
+        r["paper"] = None
+    body = summary.markdown([{"paper": "x", "table": "Fig. 4", "rows": rows}]).splitlines()
+    assert "| S1 | cifar10 | – | 2.90 ± 0.10 (2) |" in body and "| S1 | cifar100 | 30.00 (1) | – |" in body
+
+
+def test_tables_that_are_not_grids_are_printed_as_before():
+    """A label without ": ", a single line, a single column, a missing or a repeated cell: the flat table, as
+    the summary printed every table before grids (tests/data/summary_flat_tables.md, written by d227393)."""
+    tables = [
+        {"paper": "x", "table": "Table 2", "rows": [
+            _row("NASNet-A (Zoph et al., 2018)", paper={"test_error": 2.65, "params_M": 3.3,
+                                                        "search_cost_gpu_days": 2000}, baseline=True),
+            _row("S1: DARTS", ours=_ours(3.5, 0.1, 2, params_M=3.1, params_M_std=0.05, search_hours=1.5,
+                                         devices=["cpu"]), paper={"test_error": 3.84, "test_error_std": 0.2}),
+            _row("S1: PT", ours=_ours(2.9, selected_by={"rule": "valid", "key": "final_valid_top1", "chosen": 1,
+                                                        "value": 90.0}), paper={"test_error": 3.5})]},
+        {"paper": "x", "table": "Fig. 6", "rows": [_row("S2: DARTS+PT", ours=_ours(9.0, measures={"edges": 3})),
+                                                  _row("S2: DARTS+PT-Mag", ours=_ours(9.5))]},
+        {"paper": "x", "table": "Table 5", "rows": [_row("S1: A", paper={"test_error": 1.0}),
+                                                   _row("S1: B", paper={"test_error": 2.0}),
+                                                   _row("S2: A", paper={"test_error": 3.0})]},
+        {"paper": "x", "table": "Table 6", "rows": [_row(label, paper={"test_error": e}) for label, e in (
+            ("S1: A", 1.0), ("S1: B", 2.0), ("S2: A", 3.0), ("S2: B", 4.0), ("S2: B", 5.0))]},
+        {"paper": "x", "table": "App. A", "rows": [_row("S1: A", "imagenet", ours=_ours(25.0, top5_error=8.0)),
+                                                  _row("S1: B", "imagenet", ours=_ours(26.0, evaluated_by=["B"]))]},
+        {"paper": "x", "table": "Fig. 7", "rows": [_row(f"seed {i}: 1 edge", ours=_ours(9.0)) for i in (0, 1)]},
+        {"paper": "x", "table": "Table 7", "rows": [_row(label, paper={"test_error": 1.0})
+                                                   for label in ("DARTS", "DARTS: PT", "SGAS", "SGAS: PT")]}]
+    md = summary.markdown(tables)
+    assert md[md.index("## "):] == (Path(__file__).parent / "data" / "summary_flat_tables.md").read_text()
 
 
 # ---------------------------------------------------------------- DARTS-PT
