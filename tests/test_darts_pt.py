@@ -121,7 +121,7 @@ def test_search_flags_that_cannot_work_end_in_one_line(flags, message, capsys):
 def test_nb201_cells_train_with_nb201_protocol(monkeypatch):
     """Table 4 without the benchmark file: NAS-Bench-201's own training (Dong & Yang, 2020); DARTS' for
     a DARTS cell (Sec. 5.1)."""
-    monkeypatch.setattr(train.train_eval, "main", lambda args: args)
+    monkeypatch.setattr(train.train_eval, "main", lambda args, evaluated_by=None: args)
     nb = train.main(["--arch", "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|"])
     assert (nb.epochs, nb.batch_size, nb.learning_rate, nb.learning_rate_min, nb.lr_scheduler, nb.momentum,
             nb.nesterov, nb.weight_decay, nb.init_channels) == (200, 256, 0.1, 0.0, "cosine", 0.9, True, 5e-4, 16)

@@ -167,7 +167,7 @@ def _demo_plan(methods=METHODS):
 def _training_args(stage, monkeypatch):
     """The arguments the training stage's script hands to common.train_eval.main, and its builder."""
     seen = []
-    monkeypatch.setattr(train_eval, "main", lambda args, build=None: seen.append((args, build)))
+    monkeypatch.setattr(train_eval, "main", lambda args, build=None, evaluated_by=None: seen.append((args, build)))
     argv = list(stage.argv)
     if argv[:2] == ["-m", "common.train_eval"]:
         return train_eval.parse_args(argv[2:]), None
