@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from common.data import add_data_args, get_dataset, make_loader, search_loaders, transforms
 from common.search import search_cost, search_epoch, write_summary
-from common.utils import (add_run_args, add_speed_args, check_run, checkpoint_fits, die, get_device, log, resume_state,
-                          save_checkpoint, set_seed, setup_run, write_json)
+from common.utils import (add_run_args, add_speed_args, check_run, checkpoint_fits, die, get_device, init_distributed,
+                          is_main, log, resume_state, save_checkpoint, set_seed, setup_run, write_json)
 from darts_pt.projection import load_supernet, over_search
 from darts_pt.selection import argmax, evaluate_supernet
 from darts_pt.train_search import Searcher
@@ -208,12 +208,14 @@ def strength(args, device, search_state, search_ckpt):
             log.info("%s edge %d (%s) -> %s: valid %.2f%% discretized, %.2f%% after %d tuning epochs (alpha %.3f)",
                      ct, edge, record["name"], names[o], record["valid_top1_discretized"][o], record["valid_top1"][o],
                      args.tune_epochs, alpha[o])
-            write_json(save / "strength.json", results)
+            if is_main():  # under torchrun every rank measured the same (the accuracies are all-reduced)
+                write_json(save / "strength.json", results)
             save_checkpoint(save / "checkpoint.pt", {"results": results})
         allowed = candidate_ops(model, ct, edge)
         record["alpha_choice"] = names[argmax(alpha, allowed)]  # the magnitude selection (Sec. 2)
         record["accuracy_choice"] = names[argmax(record["valid_top1"], allowed)]  # the strongest op (Sec. 3.1)
-        write_json(save / "strength.json", results)
+        if is_main():
+            write_json(save / "strength.json", results)
     counts = {}
     for r in results:
         for by in ("alpha", "accuracy"):
@@ -221,8 +223,9 @@ def strength(args, device, search_state, search_ckpt):
             counts[key] = counts.get(key, 0) + 1
     same = sum(r["alpha_choice"] == r["accuracy_choice"] for r in results)
     log.info("%d edges: alpha and discretization accuracy pick the same op on %d", len(results), same)
-    write_summary(save, search_cost(time.time() - t0, device), command="strength", search_dir=str(args.search_dir),
-                  cell=ct, edges=len(results), same_choice=same, tune_epochs=args.tune_epochs, **counts)
+    if is_main():
+        write_summary(save, search_cost(time.time() - t0, device), command="strength", search_dir=str(args.search_dir),
+                      cell=ct, edges=len(results), same_choice=same, tune_epochs=args.tune_epochs, **counts)
 
 
 # ---------------------------------------------------------------- shuffle (Sec. 3.2, Table 1)
@@ -268,15 +271,17 @@ def shuffle(args, device, search_state, search_ckpt):
         unshuffle(model)
         draws.append({"swaps": swaps, "test_top1": after})
         log.info("shuffle %d/%d: test top-1 %.2f%%", r + 1, args.repeats, after)
-    write_json(save / "shuffle.json", {"test_top1_before": before, "draws": draws})
-    after = [d["test_top1"] for d in draws]
-    write_summary(save, search_cost(time.time() - t0, device), command="shuffle", search_dir=str(args.search_dir),
-                  test_top1_before=before, test_top1_after=statistics.mean(after),
-                  test_top1_after_std=statistics.stdev(after) if len(after) > 1 else 0.0, repeats=args.repeats)
+    if is_main():
+        write_json(save / "shuffle.json", {"test_top1_before": before, "draws": draws})
+        after = [d["test_top1"] for d in draws]
+        write_summary(save, search_cost(time.time() - t0, device), command="shuffle", search_dir=str(args.search_dir),
+                      test_top1_before=before, test_top1_after=statistics.mean(after),
+                      test_top1_after_std=statistics.stdev(after) if len(after) > 1 else 0.0, repeats=args.repeats)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    init_distributed(args.device)  # under torchrun: the data split across the ranks, the accuracies summed over them
     device = get_device(args.device)
     check_run(args, f"analysis_{args.command}")  # every input is checked before the run folder is touched
     set_seed(args.seed, args.deterministic)

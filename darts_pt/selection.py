@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from common.search import frozen_bn_stats
-from common.utils import amp_autocast
+from common.utils import amp_autocast, broadcast_params
 
 TOPOLOGY_RULES = ("top2", "backward")
 
@@ -19,11 +19,14 @@ TOPOLOGY_RULES = ("top2", "backward")
 def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=0, running=False):
     """(top-1 %, loss) of the super-net over `loader`, as DARTS-PT measures it (authors' code): BN in
     training mode (batch statistics), the running statistics left untouched, to score a masked op;
-    `running`: in evaluation mode (BN's running statistics), as they log the super-net's accuracy.
-    Every call sees the same batches, augmentations and noise draws (`seed`), so scores differ only
-    by the masking, and the global random state is left as it was."""
+    `running`: in evaluation mode (BN's running statistics), as they log the super-net's accuracy;
+    under torchrun every rank first takes rank 0's running statistics (those its checkpoints keep),
+    as DDP's forward would. Every call sees the same batches, augmentations and noise draws (`seed`),
+    so scores differ only by the masking, and the global random state is left as it was."""
     device = next(model.parameters()).device
     was_training = model.training
+    if running:
+        broadcast_params(model.buffers())
     if was_training == running:  # train() / eval() walk every module of the super-net: only when needed
         model.train(not running)
     loader.sampler.set_epoch(0)

@@ -1,6 +1,10 @@
 """DARTS-PT's Sec. 3 analyses (darts_pt/analysis.py): discretization accuracy at convergence, edge shuffling."""
 import copy
 import json
+import multiprocessing
+import os
+import socket
+import traceback
 
 import pytest
 import torch
@@ -9,6 +13,7 @@ from torch.utils.data import TensorDataset
 from common.data import SYNTHETIC_TEST, make_loader
 from common.search import search_epoch
 from common.train_eval import evaluate
+from common.utils import init_distributed
 from darts_pt import analysis
 from darts_pt.selection import evaluate_supernet
 from darts_pt import train_search
@@ -272,3 +277,87 @@ def test_shuffle_measures_the_test_set_as_trained_then_after_each_draw_alone(sea
     assert (data["test_top1_before"], [d["test_top1"] for d in data["draws"]]) == (1.0, [2.0, 3.0, 4.0])
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["test_top1_after"], summary["test_top1_after_std"], summary["repeats"]) == (3.0, 1.0, 3)
+
+
+def _two_ranks(fn):
+    """Run `fn(rank)` in two forked processes joined as ranks 0 and 1 of a process group, as torchrun
+    starts them (gloo; the forks skip torchrun's start-up and the imports); their exit codes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def rank_main(rank):
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+        code = 1
+        try:
+            fn(rank)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)  # not pytest's exit: the parent goes on
+
+    procs = [multiprocessing.get_context("fork").Process(target=rank_main, args=(r,)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    return [p.exitcode for p in procs]
+
+
+def _bn_statistics(net, rank):
+    """Running statistics of a rank's own: BN layers of different ranks have seen different batches."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(0.3 * rank)
+            m.running_var.fill_(1.0 + rank)
+
+
+def test_under_torchrun_the_running_accuracy_is_rank_0s_super_net_on_every_image(tmp_path):
+    """evaluate_supernet(running=True) under torchrun, as the selection logs it and the analyses measure:
+    each rank scores its share of the images with rank 0's BN statistics (those the checkpoints keep) and
+    the shares add up to what one process measures of rank 0's super-net; the mode is left as found."""
+    g = torch.Generator().manual_seed(4)
+    ds = TensorDataset(torch.randn(16, 3, 8, 8, generator=g), torch.randint(10, (16,), generator=g))
+
+    def rank_fn(rank):
+        init_distributed("cpu")
+        net = _searcher().model
+        _bn_statistics(net, rank)
+        result = evaluate_supernet(net, make_loader(ds, 8, train=False, workers=0), running=True)
+        torch.save({"result": result, "training": net.training}, tmp_path / f"rank{rank}.pt")
+
+    assert _two_ranks(rank_fn) == [0, 0]
+    net = _searcher().model
+    _bn_statistics(net, 0)
+    top1, loss = evaluate_supernet(net, make_loader(ds, 8, train=False, workers=0), running=True)
+    _bn_statistics(net, 1)
+    assert evaluate_supernet(net, make_loader(ds, 8, train=False, workers=0), running=True)[1] != \
+        pytest.approx(loss, rel=1e-4)  # rank 1's own statistics would measure another super-net
+    for rank in (0, 1):
+        seen = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert seen["result"][0] == top1 and seen["result"][1] == pytest.approx(loss, rel=1e-5) and seen["training"]
+
+
+def test_the_analyses_run_under_torchrun_and_only_rank_0_writes(search, tmp_path):
+    """analysis.py under torchrun joins the process group (the data split across the ranks, the
+    accuracies summed over them) and writes its results from rank 0 alone."""
+    def rank_fn(rank):
+        if rank:
+            for name in ("write_json", "write_summary"):
+                setattr(analysis, name, lambda *a, **k: os._exit(3))  # rank 1 must not write
+        analysis.main(["strength", "--search_dir", str(search), "--edges", "2", "--tune_epochs", "1", "--save",
+                       str(tmp_path / "strength")])
+        analysis.supernet_accuracy = lambda *a: 50.0 + rank  # 10,000 test images: the test above measures
+        analysis.main(["shuffle", "--search_dir", str(search), "--repeats", "2", "--save", str(tmp_path / "shuffle")])
+
+    assert _two_ranks(rank_fn) == [0, 0]
+    summary = json.loads((tmp_path / "strength" / "summary.json").read_text())
+    assert (summary["world_size"], summary["edges"]) == (2, 1)
+    [r] = json.loads((tmp_path / "strength" / "strength.json").read_text())
+    assert r["valid_top1"][0] is None and all(isinstance(a, float) for a in r["valid_top1"][1:])
+    summary = json.loads((tmp_path / "shuffle" / "summary.json").read_text())
+    assert (summary["world_size"], summary["test_top1_before"]) == (2, 50.0)  # rank 0's
