@@ -22,7 +22,8 @@ def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=
     `running`: in evaluation mode (BN's running statistics), as they log the super-net's accuracy;
     under torchrun every rank first takes rank 0's running statistics (those its checkpoints keep),
     as DDP's forward would. Every call sees the same batches, augmentations and noise draws (`seed`),
-    so scores differ only by the masking, and the global random state is left as it was."""
+    so scores differ only by the masking, and the global random state and the model's mode are left
+    as they were."""
     device = next(model.parameters()).device
     was_training = model.training
     if running:
@@ -31,19 +32,21 @@ def evaluate_supernet(model, loader, weights=None, active=None, amp=False, seed=
         model.train(not running)
     loader.sampler.set_epoch(0)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), frozen_bn_stats(model):
-        torch.manual_seed(seed)
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with amp_autocast(device, amp):
-                logits = model(x, weights, active).float()
-            sums[0] += (logits.argmax(1) == y).sum()
-            sums[1] += F.cross_entropy(logits, y, reduction="sum")
-            sums[2] += len(y)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), frozen_bn_stats(model):
+            torch.manual_seed(seed)
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with amp_autocast(device, amp):
+                    logits = model(x, weights, active).float()
+                sums[0] += (logits.argmax(1) == y).sum()
+                sums[1] += F.cross_entropy(logits, y, reduction="sum")
+                sums[2] += len(y)
+    finally:
+        if model.training != was_training:
+            model.train(was_training)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(sums)
-    if model.training != was_training:
-        model.train(was_training)
     return (100 * sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 

@@ -362,6 +362,22 @@ def test_masked_evaluations_use_batch_statistics():
     assert loss == pytest.approx(batch, rel=1e-5) and abs(loss - running) > 0.1
 
 
+def test_an_evaluation_leaves_the_super_net_in_the_mode_it_found_it():
+    """Whichever BN statistics an evaluation uses (batch: a masked op's score; running: the accuracy the
+    selection logs), the super-net leaves it in the mode it came in, every module, even when it fails:
+    a tuning epoch that followed in evaluation mode would not train BN as the search did."""
+    net = _searcher("--search_space", "s2").model
+    loader = _loader(*_batch(8))
+    for training in (True, False):
+        for running in (True, False):
+            net.train(training)
+            selection.evaluate_supernet(net, loader, running=running)
+            assert all(m.training == training for m in net.modules()), (training, running)
+            with pytest.raises(KeyError):
+                selection.evaluate_supernet(net, loader, active={}, running=running)  # fails in the forward
+            assert all(m.training == training for m in net.modules()), (training, running)
+
+
 def test_topology_phase_keeps_exactly_two_inputs_per_node():
     s = _searcher("--search_space", "s2", "--layers", "2")
     net = s.model
