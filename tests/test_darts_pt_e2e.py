@@ -109,7 +109,16 @@ def test_blank_nb201_projection_resumes_exactly_after_a_kill(tmp_path, monkeypat
     alphas = torch.load(search / "checkpoint.pt", weights_only=True)["searcher"]["model"]["alphas.cell"]
     assert torch.equal(alphas, torch.zeros(6, 5))  # DARTS+PT (fix alpha): alpha = 0 throughout
     args = ["--search_dir", str(search), "--proj_intv", "2"]
+    evaluations, evaluate = [], projection.evaluate_supernet
+
+    def spy(*a, **k):  # the selection's own evaluations, those it logs (not the masked ones of its decisions)
+        out = evaluate(*a, **k)
+        evaluations.append((k.get("running", False), out[0]))
+        return out
+
+    monkeypatch.setattr(projection, "evaluate_supernet", spy)
     full = projection.main(args + ["--save", str(tmp_path / "full")])
+    monkeypatch.setattr(projection, "evaluate_supernet", evaluate)
 
     calls = {"n": 0}
     search_epoch = projection.search_epoch
@@ -133,7 +142,12 @@ def test_blank_nb201_projection_resumes_exactly_after_a_kill(tmp_path, monkeypat
     a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["searcher"]["model"] for d in ("full", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
     rounds = json.loads((tmp_path / "full" / "decisions.json").read_text())
-    assert len(rounds) == 6 and len(MetricsLog.read(tmp_path / "full" / "metrics.jsonl")) == 5 * 2
+    metrics = MetricsLog.read(tmp_path / "full" / "metrics.jsonl")
+    assert len(rounds) == 6 and len(metrics) == 5 * 2
+    # Fig. 6: every accuracy logged, after each decision and each tuning epoch, in evaluation mode (as the authors)
+    tuned = [[m["valid_top1"] for m in metrics if m["round"] == r["round"]] for r in rounds]
+    assert evaluations == [(True, v) for r, t in zip(rounds, tuned) for v in (r["valid_top1_after_decision"], *t)]
+    assert [r["valid_top1_after_tuning"] for r in rounds] == [t[-1] if t else None for t in tuned]
     assert "benchmark accuracy skipped" in (tmp_path / "full" / "log.txt").read_text()
     assert load(str(tmp_path / "full" / "genotype.json")) == full
 
