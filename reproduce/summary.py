@@ -32,7 +32,8 @@ from reproduce.select import final_value, read_json
 
 PAPER = Path(__file__).with_name("paper_results.json")
 PAPERS = ("msg_das", "entrannas", "darts_pt", "darts_pd", "d_darts", "baselines")
-COST = ("search_time_s", "world_size", "gpu_hours")  # a measurement's own cost: the search cost column
+# the numbers of common.search.search_cost in a measurement's summary.json: its own cost, not what it measured
+COST = ("search_time_s", "world_size", "gpu_hours", "peak_memory_MB")
 
 
 def paper_results():

@@ -546,6 +546,24 @@ def test_a_looked_up_error_says_so_in_the_summary(tmp_path):
     assert r["evaluated_by"] == ["NAS-Bench-201"] and "error from NAS-Bench-201" in md
 
 
+def test_a_measurements_own_cost_is_not_a_measured_number(tmp_path):
+    """A measurement's summary.json holds its own cost (common.search.search_cost: time, device, world size,
+    GPU-hours and peak memory on a GPU) beside what it measured: only the latter are the row's numbers,
+    counts printed as counts."""
+    import torch
+    from common.search import search_cost
+    cost = {**search_cost(12.5, torch.device("cpu")), "device": "cuda:0", "gpu_hours": 0.0035, "peak_memory_MB": 812.3}
+    assert cost.keys() == search_cost(1.0, torch.device("cpu")).keys()  # every key the cost has, as on a GPU
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "summary.json").write_text(json.dumps(
+        {"command": "strength", "edges": 3, "same_choice": 1, "test_top1_before": 88.4, **cost}))
+    parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": [], "measures": ["m"]}
+    r = summary.row_results(tmp_path, parts, [])
+    assert r["measures"] == {"edges": 3, "same_choice": 1, "test_top1_before": 88.4}
+    md = summary.markdown([{"paper": "darts_pt", "table": "Fig. 1", "rows": [_row("r", ours=r)]}])
+    assert "| edges 3, same_choice 1, test_top1_before 88.400 |" in md
+
+
 def test_a_trained_nas_bench_201_error_says_so_in_the_summary(tmp_path):
     """Without the benchmark file a NAS-Bench-201 cell is trained (darts_pt/train.py, NB201's protocol): its
     summary.json says so and the summary shows it where it shows a looked-up error; a DARTS cell, trained
