@@ -7,7 +7,8 @@
 #   bash run_all.sh --gpus 8                 # up to 8 stages at once, each on GPUs of its own
 #   bash run_all.sh --smoke --jobs 2         # every kind of experiment, tiny, synthetic data, 2 stages at once on CPUs
 #   bash run_all.sh --executor slurm --partition P [--gpus_per_job G] [--time H] [--account A]
-#   bash run_all.sh --plan                   # every stage (command, resources, GPU-hours, state), row, figure; the totals
+#   bash run_all.sh --plan                   # every stage (command, resources, GPU-hours, state), row and figure;
+#                                            # the totals
 #
 # `bash run_all.sh --help` lists every option. Run it again after an interruption or a failure:
 # finished stages are kept, started ones continue with --resume.

@@ -10,8 +10,9 @@ summary.json).
           `curves_of="steps"`, of their post-search steps), the mean over seeds, or with `running`
           each search's best value so far.
   edges   one panel per analysed edge (DARTS-PT's Figs. 1, 2, 7): softmax(alpha) and the discretization
-          accuracy at convergence of each op (points: (op, accuracy, alpha)), from the strength.json of the rows' measurements
-          (darts_pt/analysis.py strength); the op each of them picks is in the panel's title.
+          accuracy at convergence of each op (points: (op, accuracy, alpha)), from the strength.json of
+          the rows' measurements (darts_pt/analysis.py strength); the op each of them picks is in the
+          panel's title.
 """
 import itertools
 import json
