@@ -61,12 +61,13 @@ def test_a_discretized_and_tuned_edge_runs_only_its_op_and_the_other_edges_stay_
     twin.project_op("normal", 3, 1)
     epochs, measured = [], []  # which accuracy is measured after the tuning: 1000 added per tuning epoch done
     tune, measure = analysis.search_epoch, analysis.supernet_accuracy
-    monkeypatch.setattr(analysis, "search_epoch", lambda *a: epochs.append(1) or tune(*a))
+    monkeypatch.setattr(analysis, "search_epoch", lambda *a: epochs.append(a[3]) or tune(*a))
     monkeypatch.setattr(analysis, "supernet_accuracy",
                         lambda m, loader, *a: measured.append(loader) or measure(m, loader, *a) + 1000 * len(epochs))
     s.start_tuning(0.0025)
     train, valid = _loader(), _loader(seed=1)
-    discretized, tuned = analysis.discretized_accuracy(s, "normal", 3, 1, 2, train, valid, 0)
+    discretized, tuned = analysis.discretized_accuracy(s, "normal", 3, 1, 2, train, valid, 50)
+    assert epochs == [50, 51]  # the epochs after the search's 50, each its own order of the batches (as projection)
     assert measured == [valid, valid]  # both on the validation split
     assert discretized == measure(twin, valid, "running")  # evaluation mode
     assert tuned == measure(net, valid, "running") + 2000
@@ -137,6 +138,34 @@ def test_accuracies_use_the_running_bn_statistics_unless_batch_is_asked():
     assert running == evaluate(net, loader, CPU)[1] and batch == evaluate_supernet(net, loader)[0]
     assert running != batch
     assert _same(net.state_dict(), state)
+
+
+def test_a_shuffled_edge_moves_whole_a_removed_one_too():
+    """Table 1's swap moves an edge with everything that is its own: ops, alpha row, and whether it runs
+    (a removed edge stays removed where it lands): the network whose edges were built the other way."""
+    net = _searcher().model
+    net.remove_edge("normal", 2)
+    twin = copy.deepcopy(net)
+    net.cells[0].order[2], net.cells[0].order[5] = 5, 2  # 3<-0 and 4<-0 trade places
+    edges = twin.cells[0].edges
+    edges[2], edges[5] = edges[5], edges[2]
+    with torch.no_grad():
+        twin.alphas["normal"][[2, 5]] = twin.alphas["normal"][[5, 2]]
+    twin.removed["normal"][2] = False
+    twin.remove_edge("normal", 5)
+    net.eval()
+    twin.eval()
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.allclose(net(x), twin(x), atol=1e-6)
+
+
+def test_strength_candidates_leave_out_none_only_on_a_darts_cell():
+    """App. A.1.1: DARTS' `none` only marks the topology, not a candidate of an edge; on a NAS-Bench-201
+    cell `none` (zeroize) is an op like the others."""
+    s3 = Searcher(parse_args(["--layers", "3", "--init_channels", "4", "--search_space", "s3"]), 10, CPU).model
+    assert s3.edge_ops["normal"][0][0] == "none" and analysis.candidate_ops(s3, "normal", 0) == [1, 2]
+    nb = Searcher(parse_args(["--init_channels", "4", "--search_space", "nb201", "--nb201_cells", "1"]), 10, CPU).model
+    assert "none" in nb.edge_ops["cell"][0] and analysis.candidate_ops(nb, "cell", 0) == list(range(5))
 
 
 def test_reduction_cells_only_swap_edges_of_the_same_stride():
