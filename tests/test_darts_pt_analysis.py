@@ -316,6 +316,7 @@ def _two_ranks(fn):
         port = s.getsockname()[1]
 
     def rank_main(rank):
+        torch.cuda.is_available = lambda: False  # CPU only: a fork cannot use the CUDA its parent may have started
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(port))
         code = 1
