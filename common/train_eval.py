@@ -147,7 +147,10 @@ def evaluate(model, loader, device, amp=False):
     """(loss, top-1, top-5) over the whole loader, summed over ranks: each image counts once when the
     loader's sampler shards without padding (`make_loader(..., train=False)`). `model(x)` returns the
     logits, or a tuple whose first entry they are; pass the unwrapped model under DDP, whose forward
-    may synchronise and so would wait for ranks that have one batch fewer."""
+    may synchronise and so would wait for ranks that have one batch fewer. Under torchrun every rank
+    first takes rank 0's buffers (BN's running statistics, which drift apart on ranks that see other
+    batches unless DDP broadcasts them, and which rank 0's checkpoint keeps)."""
+    broadcast_params(model.buffers())
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     for x, y in loader:
@@ -232,7 +235,6 @@ def main(args=None, build=None, evaluated_by=None):
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_top1 = train_epoch(net, train_queue, optimizer, scaler, args, device)
         scheduler.step()
-        broadcast_params(model.buffers())  # every rank evaluates with rank 0's BN statistics, as DDP's forward would
         record = dict(epoch=epoch, lr=lr, drop_path_prob=model.drop_path_prob, train_loss=train_loss,
                       train_top1=train_top1)
         valid = ""

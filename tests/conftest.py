@@ -1,7 +1,10 @@
-"""Shared test helpers: run a script as a user would, in a fresh process."""
+"""Shared test helpers: run a script as a user would, in a fresh process; two forked ranks of a process group."""
+import multiprocessing
 import os
+import socket
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,33 @@ def run(args, check=True, timeout=600, **kw):
 @pytest.fixture
 def script():
     return run
+
+
+def two_ranks(fn):
+    """Run `fn(rank)` in two forked processes joined as ranks 0 and 1 of a process group, as torchrun
+    starts them (gloo; the forks skip torchrun's start-up and the imports); their exit codes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def rank_main(rank):
+        torch.cuda.is_available = lambda: False  # CPU only: a fork cannot use the CUDA its parent may have started
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+        code = 1
+        try:
+            fn(rank)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)  # not pytest's exit: the parent goes on
+
+    procs = [multiprocessing.get_context("fork").Process(target=rank_main, args=(r,)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    return [p.exitcode for p in procs]

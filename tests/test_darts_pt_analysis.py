@@ -1,10 +1,7 @@
 """DARTS-PT's Sec. 3 analyses (darts_pt/analysis.py): discretization accuracy at convergence, edge shuffling."""
 import copy
 import json
-import multiprocessing
 import os
-import socket
-import traceback
 
 import pytest
 import torch
@@ -14,6 +11,7 @@ from common.data import SYNTHETIC_TEST, make_loader
 from common.search import search_epoch
 from common.train_eval import evaluate
 from common.utils import init_distributed
+from conftest import two_ranks
 from darts_pt import analysis
 from darts_pt.selection import evaluate_supernet
 from darts_pt import train_search
@@ -308,36 +306,6 @@ def test_shuffle_measures_the_test_set_as_trained_then_after_each_draw_alone(sea
     assert (summary["test_top1_after"], summary["test_top1_after_std"], summary["repeats"]) == (3.0, 1.0, 3)
 
 
-def _two_ranks(fn):
-    """Run `fn(rank)` in two forked processes joined as ranks 0 and 1 of a process group, as torchrun
-    starts them (gloo; the forks skip torchrun's start-up and the imports); their exit codes."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def rank_main(rank):
-        torch.cuda.is_available = lambda: False  # CPU only: a fork cannot use the CUDA its parent may have started
-        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(port))
-        code = 1
-        try:
-            fn(rank)
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)  # not pytest's exit: the parent goes on
-
-    procs = [multiprocessing.get_context("fork").Process(target=rank_main, args=(r,)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    return [p.exitcode for p in procs]
-
-
 def _bn_statistics(net, rank):
     """Running statistics of a rank's own: BN layers of different ranks have seen different batches."""
     for m in net.modules():
@@ -360,7 +328,7 @@ def test_under_torchrun_the_running_accuracy_is_rank_0s_super_net_on_every_image
         result = evaluate_supernet(net, make_loader(ds, 8, train=False, workers=0), running=True)
         torch.save({"result": result, "training": net.training}, tmp_path / f"rank{rank}.pt")
 
-    assert _two_ranks(rank_fn) == [0, 0]
+    assert two_ranks(rank_fn) == [0, 0]
     net = _searcher().model
     _bn_statistics(net, 0)
     top1, loss = evaluate_supernet(net, make_loader(ds, 8, train=False, workers=0), running=True)
@@ -384,7 +352,7 @@ def test_the_analyses_run_under_torchrun_and_only_rank_0_writes(search, tmp_path
         analysis.supernet_accuracy = lambda *a: 50.0 + rank  # 10,000 test images: the test above measures
         analysis.main(["shuffle", "--search_dir", str(search), "--repeats", "2", "--save", str(tmp_path / "shuffle")])
 
-    assert _two_ranks(rank_fn) == [0, 0]
+    assert two_ranks(rank_fn) == [0, 0]
     summary = json.loads((tmp_path / "strength" / "summary.json").read_text())
     assert (summary["world_size"], summary["edges"]) == (2, 1)
     [r] = json.loads((tmp_path / "strength" / "strength.json").read_text())

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from common import train_eval
-from common.utils import MetricsLog
-from conftest import ENV, ROOT, SMALL, run
+from common.data import make_loader
+from common.utils import MetricsLog, init_distributed
+from conftest import ENV, ROOT, SMALL, run, two_ranks
 
 TINY = ["--arch", "DARTS_V2", *SMALL, "--subset", "64", "--batch_size", "16", "--layers", "3",
         "--init_channels", "4", "--deterministic"]
@@ -201,3 +202,32 @@ def test_broken_genotype_file_is_one_clear_line(tmp_path, capsys):
             train_eval.main(["--arch", str(arch), *SMALL, "--save", str(tmp_path / "r")])
         err = capsys.readouterr().err
         assert e.value.code != 0 and err.startswith("error:") and err.count("\n") == 1
+
+
+def test_under_torchrun_every_rank_evaluates_rank_0s_network(tmp_path):
+    """A search's super-net is not wrapped in DDP, so its BN running statistics drift apart on ranks
+    that see other batches: evaluate() scores every rank's share of the images with rank 0's (those
+    its checkpoint keeps), and the shares add up to what one process measures of rank 0's network."""
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(16, 3, 8, 8, generator=g), torch.randint(4, (16,), generator=g)
+
+    def net(rank):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 4))
+        m[1].running_mean.fill_(0.5 * rank)  # what another rank's batches left
+        m[1].running_var.fill_(1.0 + 3 * rank)
+        return m
+
+    def loader():
+        return make_loader(torch.utils.data.TensorDataset(images, labels), 4, train=False, workers=0)
+
+    def rank_fn(rank):
+        init_distributed("cpu")
+        torch.save(train_eval.evaluate(net(rank), loader(), torch.device("cpu")), tmp_path / f"rank{rank}.pt")
+
+    assert two_ranks(rank_fn) == [0, 0]
+    alone = train_eval.evaluate(net(0), loader(), torch.device("cpu"))
+    assert train_eval.evaluate(net(1), loader(), torch.device("cpu"))[0] != pytest.approx(alone[0])  # rank 1's differs
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"rank{rank}.pt") == pytest.approx(alone, rel=1e-6)
