@@ -216,11 +216,12 @@ def strength(args, device, search_state, search_ckpt):
         record["accuracy_choice"] = names[argmax(record["valid_top1"], allowed)]  # the strongest op (Sec. 3.1)
         if is_main():
             write_json(save / "strength.json", results)
-    counts = {}
+    counts = {}  # how many edges each candidate op won, by alpha and by accuracy (0 included)
     for r in results:
         for by in ("alpha", "accuracy"):
-            key = f"{by}_picks_{r[by + '_choice']}"
-            counts[key] = counts.get(key, 0) + 1
+            for o in candidate_ops(model, ct, r["edge"]):
+                counts.setdefault(f"{by}_picks_{r['ops'][o]}", 0)
+            counts[f"{by}_picks_{r[by + '_choice']}"] += 1
     same = sum(r["alpha_choice"] == r["accuracy_choice"] for r in results)
     log.info("%d edges: alpha and discretization accuracy pick the same op on %d", len(results), same)
     if is_main():

@@ -402,11 +402,11 @@ def analysis(name, command, *fl, keys=("edges", "same_choice"), gpu_hours=0.0, s
                    gpu_hours=gpu_hours, smoke=smoke)
 
 
-def strength_row(fig, label, search, name, *fl, space="darts", ops_epochs=0):
+def strength_row(fig, label, search, name, *fl, space="darts", ops_epochs=0, keys=("edges", "same_choice")):
     """A row of Figs. 1, 2, 7: analysis.py strength on `search`; `ops_epochs` edges x ops, each tuned 5 epochs."""
     hours = ops_epochs * 5 * 24 * pt_cost(space, "cifar10") / 50
     return Row("darts_pt", fig, label, search=search, measure=(analysis(
-        name, "strength", *fl, gpu_hours=hours, smoke=flags(tune_epochs=1) + fl[:1] + ("1",)),))
+        name, "strength", *fl, keys=keys, gpu_hours=hours, smoke=flags(tune_epochs=1) + fl[:1] + ("1",)),))
 
 
 PT_FIG1 = strength_row("Fig. 1", "DARTS super-net: 3 random edges", replace(magnitude(DARTS_PT), seeds=(0,)),
@@ -415,7 +415,10 @@ PT_FIG7 = tuple(strength_row("Fig. 7", f"DARTS super-net seed {seed}: 1 random e
                              replace(magnitude(DARTS_PT), seeds=(seed,)), f"strength-fig7-s{seed}", "--random_edges",
                              "1", ops_epochs=7) for seed in range(6))
 PT_FIG2 = strength_row("Fig. 2", "S2: DARTS super-net, all normal edges", magnitude(s2_seed2()), "strength-fig2",
-                       "--edges", "all", space="s2", ops_epochs=14 * 2)
+                       "--edges", "all", space="s2", ops_epochs=14 * 2,
+                       # Sec. 3.1: alpha picks skip_connect on 12 of 14 edges, the accuracy sep_conv_3x3 on half
+                       keys=("edges", "same_choice", *(f"{by}_picks_{op}" for by in ("alpha", "accuracy")
+                                                       for op in ("skip_connect", "sep_conv_3x3"))))
 EXPERIMENTS += [
     PT_FIG1,
     Figure("darts_pt", "Fig. 1", "softmax(α) vs. discretization accuracy at convergence, 3 random edges", "edges",

@@ -280,7 +280,7 @@ class Plan:
     def __init__(self, ctx):
         self.ctx = ctx
         self.stages = {}  # name -> Stage; insertion order is a topological order
-        self.rows = {}  # row key -> (table, {"searches", "steps", "select", "short", "trainings", "measures"})
+        self.rows = {}  # row key -> (table, {"searches", "steps", "select", "short", "trainings", "measures", ...})
         self.skipped = []  # (row, reason)
 
     def genotypes(self, row):
@@ -308,7 +308,7 @@ class Plan:
         if row.key in self.rows:
             raise PlanError(f"two rows have the key {row.key} (paper, row label, dataset)")
         parts = {"searches": [], "steps": [], "select": None, "short": [], "trainings": [], "measures": [],
-                 "logged": list(row.logged)}
+                 "measured": [k for m in row.measure for k in m.keys], "logged": list(row.logged)}
         self.rows[row.key] = (row.table, parts)
         if row.search is None:
             chosen = [(row.arch, None, f"{row.paper}/published/{row.arch}", ())]

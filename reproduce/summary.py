@@ -92,10 +92,11 @@ def row_results(out, parts, stages):
         steps = [s for s in parts["steps"] if s.startswith(name + "/")]
         searches.append(search_cost(out, [name, *steps], marker))
     select = read_json(out / parts["select"] / "summary.json") if parts.get("select") else None
-    measures = {}
+    measures, keys = {}, parts.get("measured")  # the numbers the row reports (Measure.keys), else all but the cost
     for name in parts["measures"]:
         measures.update({k: v for k, v in (read_json(out / name / "summary.json") or {}).items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in COST})
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and (k in keys if keys else k not in COST)})
     measures.update(logged(out, parts, marker))
     mems = [s["peak_memory_MB"] for s in searches if s["peak_memory_MB"] is not None]
     return {

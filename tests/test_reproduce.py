@@ -562,6 +562,8 @@ def test_a_measurements_own_cost_is_not_a_measured_number(tmp_path):
     assert r["measures"] == {"edges": 3, "same_choice": 1, "test_top1_before": 88.4}
     md = summary.markdown([{"paper": "darts_pt", "table": "Fig. 1", "rows": [_row("r", ours=r)]}])
     assert "| edges 3, same_choice 1, test_top1_before 88.400 |" in md
+    parts["measured"] = ["test_top1_before", "edges"]  # the registry's Measure.keys: only those
+    assert summary.row_results(tmp_path, parts, [])["measures"] == {"edges": 3, "test_top1_before": 88.4}
 
 
 def test_a_trained_nas_bench_201_error_says_so_in_the_summary(tmp_path):
