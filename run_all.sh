@@ -3,7 +3,7 @@
 # the papers' seeds, post-search steps, selections, trainings with each paper's protocol,
 # measurements) as a DAG of stages, then OUT/summary.md: one table per paper table, ours beside theirs.
 #
-#   bash run_all.sh [--data DIR] [--imagenet DIR] [--voc DIR] [--methods msg_das,...] [--out results]
+#   bash run_all.sh [--data DIR] [--imagenet DIR] [--imagenet16 DIR] [--voc DIR] [--methods msg_das,...] [--out results]
 #   bash run_all.sh --gpus 8                 # up to 8 stages at once, each on GPUs of its own
 #   bash run_all.sh --smoke --jobs 2         # every kind of experiment, tiny, synthetic data, 2 stages at once on CPUs
 #   bash run_all.sh --executor slurm --partition P [--gpus_per_job G] [--time H] [--account A]

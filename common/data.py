@@ -1,7 +1,8 @@
 """Datasets, transforms, the DARTS search split and loaders.
 
 `cifar10`, `cifar100`, `svhn` come through torchvision (downloaded only with
-`--download`); `imagenet` and `imagefolder` read `DIR/train/<class>/*` and
+`--download`); `imagenet16-120` reads the 16x16 downsampled ImageNet's pickles as NAS-Bench-201
+does; `imagenet` and `imagefolder` read `DIR/train/<class>/*` and
 `DIR/val/<class>/*`; `synthetic` is generated in memory, offline and
 deterministic: the default data of smoke runs and tests. Semantic segmentation:
 Pascal VOC 2012 (with SBD for the augmented training set) and its synthetic
@@ -18,8 +19,10 @@ import argparse
 import functools
 import math
 import os
+import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from PIL import Image
@@ -29,15 +32,20 @@ from torchvision.transforms import v2
 
 from common.utils import die, rank, world_size
 
-DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "imagefolder", "synthetic")
+DATASETS = ("cifar10", "cifar100", "svhn", "imagenet16-120", "imagenet", "imagefolder", "synthetic")
 MEAN_STD = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    # NAS-Bench-201's (AutoDL-Projects, lib/datasets/get_dataset_with_transform.py)
+    "imagenet16-120": (tuple(x / 255 for x in (122.68, 116.66, 104.01)), tuple(x / 255 for x in (63.22, 61.26, 65.09))),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "synthetic": ((0.45, 0.45, 0.45), (0.25, 0.25, 0.25)),
 }
 SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_CLASSES = 10000, 2000, 10
+# the datasets of fixed-size images: their side
+FIXED_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "imagenet16-120": 16}
+IMAGENET16 = 120  # ImageNet16-120: the classes 1..120 of the downsampled ImageNet
 SMALL_IMAGES = 128  # an image folder whose images are smaller than this gets the CIFAR pipeline
 # The networks halve the image this many times: CIFAR: 2 reduction cells; ImageNet: 3 stride-2 stem
 # convolutions and 2 reduction cells. Each halving needs an even side.
@@ -89,8 +97,8 @@ def is_imagenet_like(args):
 
 
 def image_size(args):
-    """The side of the images the network sees: --image_size, else 32 (CIFAR, SVHN, synthetic), 224
-    (the ImageNet pipeline), or, in the CIFAR pipeline of an image folder, its images' shorter side
+    """The side of the images the network sees: --image_size, else 32 (CIFAR, SVHN, synthetic), 16
+    (ImageNet16-120), 224 (the ImageNet pipeline), or, in the CIFAR pipeline of an image folder, its images' shorter side
     rounded down to a multiple of 4."""
     if getattr(args, "image_size", None):
         return args.image_size
@@ -98,14 +106,15 @@ def image_size(args):
         return 224
     if args.dataset == "imagefolder":
         return max(4, min(_first_image_size(_root(args))) // 4 * 4)
-    return 32
+    return FIXED_SIZE.get(args.dataset, 32)
 
 
 def check_image_size(args):
     """One clear line when the images do not fit the networks of the pipeline."""
     size, name = image_size(args), pipeline(args)
-    if args.dataset in ("cifar10", "cifar100", "svhn") and size != 32:
-        die(f"--image_size {size}: {args.dataset} images are 32x32; leave --image_size out")
+    if args.dataset in FIXED_SIZE and size != FIXED_SIZE[args.dataset]:
+        side = FIXED_SIZE[args.dataset]
+        die(f"--image_size {size}: {args.dataset} images are {side}x{side}; leave --image_size out")
     step = 2 ** HALVINGS[name]
     if size < step or size % step:
         die(f"--image_size {size}: the networks of the {name} pipeline halve the images {HALVINGS[name]} times, "
@@ -208,7 +217,8 @@ class Cutout:
 
 def transforms(args, train, cutout_length=0, search=False):
     """The transforms of the pipeline of `args` (DARTS'). CIFAR: random crop (padding 4), flip, with
-    an image folder's images first resized and centre-cropped to the image size; ImageNet: random
+    an image folder's images first resized and centre-cropped to the image size; ImageNet16-120:
+    NAS-Bench-201's flip, then random crop (padding 2); ImageNet: random
     resized crop, flip and, to train an evaluation network, colour jitter (a search, `search=True`,
     has none: PC-DARTS' train_search_imagenet.py); evaluation: resize 256 / centre crop 224. Cutout
     after normalising (DARTS' utils.py), so the cut square is 0 in the normalised image. Image
@@ -223,6 +233,8 @@ def transforms(args, train, cutout_length=0, search=False):
                 aug.append(v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2))
         else:
             aug = [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
+    elif args.dataset == "imagenet16-120":  # AutoDL-Projects, lib/datasets/get_dataset_with_transform.py
+        aug = [v2.RandomHorizontalFlip(), v2.RandomCrop(size, padding=2)] if train else []
     else:
         aug = [v2.Resize(size), v2.CenterCrop(size)] if args.dataset == "imagefolder" else []
         aug += [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if train else []
@@ -306,13 +318,53 @@ def image_folder(name, root, train, transform):
     return ds
 
 
+class ImageNet16(Dataset):
+    """ImageNet16-120 as NAS-Bench-201 builds it (Dong & Yang, 2020; AutoDL-Projects,
+    lib/datasets/DownsampledImageNet.py): the 16x16 downsampled ImageNet of Chrabaszcz et al. (2017),
+    `root`/train_data_batch_1..10 (training) or `root`/val_data (test), pickled dicts of 'data'
+    (N x 3072 uint8, channel-major 3x16x16) and 'labels' (ImageNet classes 1..1000); only the images
+    of classes 1..120 are kept, labelled 0..119. Items are PIL images, as torchvision's CIFAR."""
+    TRAIN = tuple(f"train_data_batch_{i}" for i in range(1, 11))
+    TEST = ("val_data",)
+
+    def __init__(self, root, train, transform=None):
+        files = [root / f for f in (self.TRAIN if train else self.TEST)]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            die(f"imagenet16-120: {_shorten(absent)} not in {root}. Put the 16x16 downsampled ImageNet's "
+                "train_data_batch_1..10 and val_data there (image-net.org: Imagenet16_train.zip, "
+                "Imagenet16_val.zip; --download cannot fetch it) and pass --data DIR")
+        data, labels = [], []
+        for f in files:
+            try:
+                with open(f, "rb") as fh:
+                    entry = pickle.load(fh, encoding="latin1")
+                x, y = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 16, 16), np.asarray(entry["labels"])
+            except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError, EOFError) as e:
+                die(f"imagenet16-120: {f} is not a downsampled-ImageNet batch ({type(e).__name__}): replace it")
+            keep = (y >= 1) & (y <= IMAGENET16)
+            data.append(x[keep])
+            labels.append(y[keep] - 1)
+        self.data = np.concatenate(data).transpose(0, 2, 3, 1)  # HWC, for PIL
+        self.targets = np.concatenate(labels).tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        x = Image.fromarray(self.data[i])
+        return (self.transform(x) if self.transform else x), self.targets[i]
+
+
 def num_classes(dataset, root=None):
     if dataset == "imagefolder":
         folder = Path(root).expanduser() / "train"
         if not folder.is_dir():
             _missing(dataset, folder, Path(root).expanduser())
         return len(_classes(folder))
-    return {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "synthetic": SYNTHETIC_CLASSES}[dataset]
+    return {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet16-120": IMAGENET16, "imagenet": 1000,
+            "synthetic": SYNTHETIC_CLASSES}[dataset]
 
 
 def get_dataset(args, train, transform):
@@ -323,6 +375,8 @@ def get_dataset(args, train, transform):
         return SyntheticDataset(train, image_size(args), transform, args.subset if train else None)
     if name in ("imagenet", "imagefolder"):
         return image_folder(name, root, train, transform)
+    if name == "imagenet16-120":
+        return ImageNet16(root, train, transform)
     try:
         if name == "svhn":
             return torchvision.datasets.SVHN(str(root), split="train" if train else "test",

@@ -10,8 +10,8 @@ DATA/NAS-Bench-201-v1_0-e61699.pth, with the nas-bench-201 package). `evaluated_
 says that the number was read, not trained. Without the benchmark, `train.py --arch GENOTYPE` trains
 the cell with the benchmark's protocol instead.
 
-Usage: python darts_pt/nb201_lookup.py --arch RUN/projection_pt/genotype.json [--dataset cifar10|cifar100]
-       [--data DIR] [--nb201_benchmark FILE] --save DIR
+Usage: python darts_pt/nb201_lookup.py --arch RUN/projection_pt/genotype.json
+       [--dataset cifar10|cifar100|imagenet16-120] [--data DIR] [--nb201_benchmark FILE] --save DIR
 """
 import argparse
 import json
@@ -22,14 +22,15 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import genotypes
-from common.data import add_data_args
+from common.data import add_data_args, image_size
 from common.network import build_network
 from common.utils import add_run_args, check_run, count_madds, count_params, die, log, setup_run, write_json
 from darts_pt.train import NB201
 from darts_pt.train_search import NB201_FILE, add_nb201_arg, nb201_lookup
 
-# our dataset name -> (the benchmark's, its number of classes); ImageNet16-120 is not a dataset of common/data.py
-BENCHMARK_DATASETS = {"cifar10": ("cifar10", 10), "cifar100": ("cifar100", 100)}
+# our dataset name -> (the benchmark's, its number of classes)
+BENCHMARK_DATASETS = {"cifar10": ("cifar10", 10), "cifar100": ("cifar100", 100),
+                      "imagenet16-120": ("ImageNet16-120", 120)}
 
 
 def get_parser():
@@ -53,8 +54,8 @@ def recorded_accuracy(arch):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.dataset not in BENCHMARK_DATASETS:
-        die(f"--dataset {args.dataset}: NAS-Bench-201 has {', '.join(BENCHMARK_DATASETS)} (and ImageNet16-120, "
-            "not available here); train the cell with darts_pt/train.py for another dataset")
+        die(f"--dataset {args.dataset}: NAS-Bench-201 has {', '.join(BENCHMARK_DATASETS)}; train the cell with "
+            "darts_pt/train.py for another dataset")
     check_run(args, "nb201-lookup")  # every input is checked before the run folder is touched
     try:
         genotype = genotypes.load(args.arch)
@@ -75,11 +76,11 @@ def main(argv=None):
                 f"darts_pt/train.py --arch {args.arch}")
         accuracy, source = lookup(str(genotype)), str(benchmark)
     save = setup_run(args, "nb201-lookup")
-    model = build_network(genotype, "cifar", NB201["init_channels"], None, num_classes)
+    model, size = build_network(genotype, "cifar", NB201["init_channels"], None, num_classes), image_size(args)
     summary = dict(arch=args.arch, genotype=str(genotype), dataset=args.dataset,
                    final_top1=accuracy[name], nb201_test_accuracy=accuracy,
                    evaluated_by="NAS-Bench-201 (200 epochs)", benchmark=source,
-                   params_M=count_params(model), mult_adds_M=count_madds(model, (1, 3, 32, 32)))
+                   params_M=count_params(model), mult_adds_M=count_madds(model, (1, 3, size, size)))
     write_json(save / "summary.json", summary)  # the done-marker, last
     log.info("NAS-Bench-201 test accuracy on %s: %.2f%% (%s)", args.dataset, accuracy[name], source)
     return summary

@@ -2,12 +2,14 @@
 
 Usage (run_all.sh passes its arguments here):
   python -m reproduce [--methods msg_das,entrannas,darts_pt,darts_pd,d_darts,baselines] [--data DIR]
-                      [--imagenet DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke | --demo] [--plan]
+                      [--imagenet DIR] [--imagenet16 DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke | --demo] [--plan]
                       [--gpus G | --jobs N] [--retries R]
                       [--executor slurm --partition P [--gpus_per_job G] [--time H] [--account A]]
 
   --data DIR      CIFAR-10/100 and SVHN (downloaded there once, before the first stage, when missing)
   --imagenet DIR  also the ImageNet rows (train/ and val/ class folders)
+  --imagenet16 DIR
+                  also the ImageNet16-120 points of DARTS-PT's Figs. 4, 8 (train_data_batch_1..10, val_data)
   --voc DIR       also the Pascal VOC 2012 rows (segmentation)
   --seeds "..."   search seeds for every experiment instead of each paper's own
   --smoke         every kind of experiment, tiny, on the built-in synthetic data (minutes on a CPU)
@@ -61,6 +63,7 @@ def parse_args(argv):
     p.add_argument("--methods", default=",".join(PAPERS))
     p.add_argument("--data", default="data")
     p.add_argument("--imagenet", default="")
+    p.add_argument("--imagenet16", default="")
     p.add_argument("--voc", default="")
     p.add_argument("--seeds", default=None, help='e.g. "0 1": search seeds instead of the papers\' own')
     p.add_argument("--out", default=None, help="default: results (results/smoke, results/demo with --smoke, --demo)")
@@ -94,9 +97,9 @@ def parse_args(argv):
         die(f"--seeds {a.seeds!r}: give one or more non-negative integers")
     if a.smoke and a.demo:
         die("--smoke and --demo are two different runs; choose one")
-    if (a.smoke or a.demo) and (a.imagenet or a.voc):
+    if (a.smoke or a.demo) and (a.imagenet or a.imagenet16 or a.voc):
         die(f"--{'smoke' if a.smoke else 'demo'} runs on the built-in synthetic data only; "
-            "drop --imagenet / --voc")
+            "drop --imagenet / --imagenet16 / --voc")
     for flag, least in (("retries", 0), ("gpus", 0), ("jobs", 1), ("gpus_per_job", 1)):
         if getattr(a, flag) is not None and getattr(a, flag) < least:
             die(f"--{flag} {getattr(a, flag)}: give a whole number of at least {least}")
@@ -120,8 +123,8 @@ def parse_args(argv):
     a.out = resolve(a.out or ("results/smoke" if a.smoke else "results/demo" if a.demo else "results"))
     if Path(a.out).exists() and not Path(a.out).is_dir():
         die(f"--out {a.out}: a file is there; give a folder")
-    a.data, a.imagenet, a.voc = resolve(a.data), resolve(a.imagenet), resolve(a.voc)
-    for flag in ("imagenet", "voc"):
+    a.data, a.imagenet, a.imagenet16, a.voc = map(resolve, (a.data, a.imagenet, a.imagenet16, a.voc))
+    for flag in ("imagenet", "imagenet16", "voc"):
         if getattr(a, flag) and not Path(getattr(a, flag)).is_dir():
             die(f"--{flag} {getattr(a, flag)}: no such folder")
     a.methods, a.seeds = methods, seeds
@@ -129,7 +132,8 @@ def parse_args(argv):
 
 
 def make_plan(a):
-    ctx = Context(smoke=a.smoke, data=a.data, imagenet=a.imagenet, voc=a.voc, seeds=a.seeds)
+    ctx = Context(smoke=a.smoke, data=a.data, imagenet=a.imagenet, imagenet16=a.imagenet16, voc=a.voc,
+                  seeds=a.seeds)
     rows = demo(a.methods) if a.demo else [e for e in EXPERIMENTS if isinstance(e, Row) and e.paper in a.methods]
     try:
         return plan(rows, ctx)

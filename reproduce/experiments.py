@@ -346,7 +346,8 @@ def nb201_select(search, epoch=100, proj_intv=5, mag=False):
 
 
 def nb201_train(dataset):
-    return Train(dataset, gpu_hours=2, lookup=Lookup(NB201_FILE, "darts_pt/nb201_lookup.py"))
+    return Train(dataset, gpu_hours=2, lookup=Lookup(NB201_FILE, "darts_pt/nb201_lookup.py",
+                                                     file_flag="--nb201_benchmark"))
 
 
 NB201, NB201_BLANK, NB201_C10 = nb201_super_net(), nb201_super_net(method="blank"), nb201_train("cifar10")
@@ -433,11 +434,11 @@ EXPERIMENTS += [
         measure=(analysis("shuffle", "shuffle", keys=("test_top1_before", "test_top1_after", "test_top1_after_std"),
                           gpu_hours=0.2, smoke=flags(repeats=1)),)),
 ]
-# Figs. 4 and 8: the test error of the cell selected on the snapshot after E epochs, on CIFAR-10 and CIFAR-100
-# (ImageNet16-120 is not available here), one series per dataset; Fig. 4: DARTS (its magnitude selection)
-# and DARTS+PT; Fig. 8: DARTS+PT (fix alpha).
+# Figs. 4 and 8: the test error of the cell selected on the snapshot after E epochs, on CIFAR-10, CIFAR-100
+# and ImageNet16-120 (with --imagenet16 DIR), one series per dataset; Fig. 4: DARTS (its magnitude
+# selection) and DARTS+PT; Fig. 8: DARTS+PT (fix alpha).
 PT_SNAPSHOTS = {"Fig. 4": [], "Fig. 8": []}
-for dataset, D in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100")):
+for dataset, D in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"), ("imagenet16-120", "ImageNet16-120")):
     darts, blank, train = nb201_super_net(dataset), nb201_super_net(dataset, "blank"), nb201_train(dataset)
     for fig, series, search, mag in (("Fig. 4", "DARTS", darts, True), ("Fig. 4", "DARTS+PT", darts, False),
                                      ("Fig. 8", "DARTS+PT (fix α)", blank, False)):

@@ -92,10 +92,12 @@ class Lookup:
     """A benchmark file of trained architectures (NAS-Bench-201's) that stands in for a Train when it is
     in the --data folder: `SCRIPT --arch GENOTYPE --dataset D --data DIR FLAGS` writes, instead of a
     training, a summary.json with the benchmark's `final_top1` and `evaluated_by` (one per architecture:
-    the benchmark's trainings are its own); without the file the Train trains."""
+    the benchmark's trainings are its own); without the file the Train trains. `file_flag` passes the
+    file's path to SCRIPT (it is in the --data folder, not in that of every dataset: ImageNet16-120's)."""
     file: str
     script: str
     flags: tuple = ()
+    file_flag: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ class Context:
     smoke: bool = False
     data: str = "data"
     imagenet: str = ""
+    imagenet16: str = ""  # ImageNet16-120 (NAS-Bench-201's)
     voc: str = ""
     seeds: tuple | None = None  # instead of every paper's own search seeds
     smoke_seeds: int = 1  # searches per configuration in smoke mode (2 where a selection needs a choice)
@@ -254,6 +257,8 @@ class Context:
             return ("--dataset", "synthetic_seg" if dataset == "voc" else "synthetic")
         if dataset == "imagenet":
             return ("--dataset", "imagenet", "--data", self.imagenet) if self.imagenet else None
+        if dataset == "imagenet16-120":
+            return ("--dataset", dataset, "--data", self.imagenet16) if self.imagenet16 else None
         if dataset == "voc":  # Pascal VOC 2012 (entrannas/segmentation.py)
             return ("--dataset", "voc2012", "--data", self.voc) if self.voc else None
         return ("--dataset", dataset, "--data", self.data, "--download")
@@ -303,7 +308,8 @@ class Plan:
                  *(m.dataset for m in row.measure))
         missing = [d for d in needs if d and self.ctx.dataset_flags(d) is None]
         if missing:
-            self.skipped.append((row, f"needs --{missing[0]} (where its data is)"))
+            flag = {"imagenet16-120": "imagenet16"}.get(missing[0], missing[0])
+            self.skipped.append((row, f"needs --{flag} (where its data is)"))
             return
         if row.key in self.rows:
             raise PlanError(f"two rows have the key {row.key} (paper, row label, dataset)")
@@ -364,6 +370,8 @@ class Plan:
         ctx = self.ctx
         if t.lookup and ctx.has(t.lookup.file):
             argv = (t.lookup.script, "--arch", arch, *ctx.dataset_flags(t.dataset), *t.lookup.flags)
+            if t.lookup.file_flag:
+                argv += (t.lookup.file_flag, str(Path(ctx.data) / t.lookup.file))
             return [self.add(Stage(f"{prefix}-{t.label}-lookup", argv, deps, 0, "lookup"), row)]
         seeds = t.seeds if t.seeds is not None else (seed or 0,)
         names = []

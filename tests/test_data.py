@@ -157,7 +157,46 @@ def test_imagefolder(tmp_path):
     assert n == 2 and next(iter(train))[0].shape[-2:] == (24, 24) and next(iter(test))[0].shape[-1] == 24
 
 
-@pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
+def _imagenet16(root, labels):
+    """A downsampled-ImageNet folder: every batch file holds one image per label; pixel (row h, column w,
+    channel c) of image i is i + h, plus 100 in the red channel."""
+    import pickle
+
+    import numpy as np
+    root.mkdir()
+    i, c, h, _ = np.meshgrid(np.arange(len(labels)), range(3), range(16), range(16), indexing="ij")
+    x = (i + h + 100 * (c == 0)).astype(np.uint8).reshape(len(labels), 3 * 16 * 16)  # channel-major rows
+    for name in [f"train_data_batch_{i}" for i in range(1, 11)] + ["val_data"]:
+        with open(root / name, "wb") as f:
+            pickle.dump({"data": x, "labels": list(labels)}, f)
+
+
+def test_imagenet16_120_is_nas_bench_201s(tmp_path):
+    """NAS-Bench-201's ImageNet16-120: the classes 1..120 relabelled 0..119, 16x16 PIL images from
+    channel-major rows; its flip, crop (padding 2) and statistics; the CIFAR pipeline."""
+    _imagenet16(tmp_path / "in16", [1, 121, 120, 1000, 7])
+    a = _args(dataset="imagenet16-120", data=str(tmp_path / "in16"), image_size=None)
+    ds = data.get_dataset(a, True, None)
+    assert len(ds) == 10 * 3 and ds.targets[:3] == [0, 119, 6] and data.num_classes(a.dataset) == 120
+    img, y = ds[1]
+    assert img.size == (16, 16) and img.getpixel((3, 5)) == (107, 7, 7) and y == 119
+    assert len(data.get_dataset(a, False, None)) == 3
+    assert data.pipeline(a) == "cifar" and data.image_size(a) == 16
+    train = data.transforms(a, train=True).transforms
+    assert [type(t).__name__ for t in train] == ["ToImage", "RandomHorizontalFlip", "RandomCrop", "ToDtype",
+                                                 "Normalize"]
+    assert train[2].size == (16, 16) and train[2].padding == [2, 2, 2, 2]
+    assert train[-1].mean == pytest.approx([122.68 / 255, 116.66 / 255, 104.01 / 255])
+    assert train[-1].std == pytest.approx([63.22 / 255, 61.26 / 255, 65.09 / 255])
+    assert [type(t).__name__ for t in data.transforms(a, train=False).transforms] == ["ToImage", "ToDtype",
+                                                                                      "Normalize"]
+    weights, arch, n = data.search_loaders(a)
+    assert n == 120 and next(iter(weights))[0].shape == (15, 3, 16, 16)
+    with pytest.raises(SystemExit):
+        data.check_image_size(_args(dataset="imagenet16-120", image_size=32))
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet16-120", "imagenet"])
 def test_missing_dataset_is_one_clear_line(tmp_path, dataset):
     proc = run(["-m", "common.train_eval", "--arch", "DARTS_V2", "--dataset", dataset, "--data", tmp_path / "none",
                 "--save", tmp_path / "run", "--device", "cpu"], check=False)

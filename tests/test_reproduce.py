@@ -17,7 +17,7 @@ from reproduce.registry import (Context, Figure, Lookup, Plan, PlanError, Row, S
 PAPER = summary.paper_results()
 ROWS = [e for e in EXPERIMENTS if isinstance(e, Row)]
 FIGURES = [e for e in EXPERIMENTS if isinstance(e, Figure)]
-FULL = Context(data="/data", imagenet="/imagenet", voc="/voc")
+FULL = Context(data="/data", imagenet="/imagenet", imagenet16="/in16", voc="/voc")
 
 
 def test_paper_rows_are_unique():
@@ -64,7 +64,7 @@ def test_without_imagenet_its_rows_are_skipped_not_failed():
     p = plan(EXPERIMENTS, Context(data="/data"))
     skipped = {r.key for r, _ in p.skipped}
     assert skipped == {r.key for r in ROWS if "imagenet" in (r.dataset, r.search and r.search.dataset)
-                       or "voc" in (r.dataset,)}
+                       or r.dataset in ("voc", "imagenet16-120")}
 
 
 def test_smoke_plan_keeps_one_row_of_every_kind_and_is_small():
@@ -738,7 +738,8 @@ def test_darts_pt_nas_bench_201_points_select_on_their_snapshot(tmp_path):
     """Figs. 4, 8 and 9 and Table 4's NAS-Bench-201 rows: each point selects on the snapshot after x['epoch']
     epochs (PT with x['proj_intv'] tuning epochs, or DARTS' magnitude choice without tuning) of four
     100-epoch super-nets of its dataset that keep those snapshots; the cell is trained with the benchmark's
-    protocol, or read from the benchmark when its file is in --data (and then not trained)."""
+    protocol, or read from the benchmark when its file is in --data (and then not trained). The ImageNet16-120
+    points are the CIFAR-100 points on --imagenet16's data, skipped without it."""
     p = plan(DARTS_PT, FULL)
     figures_ = {f.figure: f for f in FIGURES if f.paper == "darts_pt"}
     assert set(figures_) == {"Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4", "Fig. 6", "Fig. 7", "Fig. 8", "Fig. 9"}
@@ -754,13 +755,26 @@ def test_darts_pt_nas_bench_201_points_select_on_their_snapshot(tmp_path):
             want = ("mag", 0, r.x["epoch"]) if mag else ("pt", r.x.get("proj_intv", 5), r.x["epoch"])
             assert {(a.selection, a.proj_intv, a.from_epoch) for a in steps} == {want}, r.key
             assert {t.dataset for t in trainings} == {r.dataset} and len(trainings) == 4, r.key
-    assert {r.dataset for r in figures_["Fig. 4"].rows} == {"cifar10", "cifar100"}
+    for name in ("Fig. 4", "Fig. 8"):
+        points = {d: sorted((r.x["epoch"], r.x["series"].split(" (")[0]) for r in figures_[name].rows if r.dataset == d)
+                  for d in ("cifar10", "cifar100", "imagenet16-120")}
+        assert points["cifar10"] == points["cifar100"] == points["imagenet16-120"] and len(points["cifar10"]) >= 5
+    assert {r.dataset for r in figures_["Fig. 4"].rows} == {"cifar10", "cifar100", "imagenet16-120"}
+    in16 = [r for r in DARTS_PT if r.dataset == "imagenet16-120"]
+    no_in16 = plan(DARTS_PT, Context(data="/data", imagenet="/imagenet"))
+    assert {why for r, why in no_in16.skipped if r in in16} == {"needs --imagenet16 (where its data is)"}
+    assert in16 and not {r.key for r in in16} & set(no_in16.rows)
+    [search] = {s for r in in16 for s in p.rows[r.key][1]["searches"] if "blank" not in s and s.endswith("/s0")}
+    assert "--dataset imagenet16-120 --data /in16" in " ".join(p.stages[search].argv)
     assert sorted(r.x["proj_intv"] for r in figures_["Fig. 9"].rows) == [0, 1, 2, 5, 10]
     (tmp_path / "NAS-Bench-201-v1_0-e61699.pth").write_bytes(b"")
-    with_file = plan(DARTS_PT, Context(data=str(tmp_path), imagenet="/imagenet"))
+    with_file = plan(DARTS_PT, Context(data=str(tmp_path), imagenet="/imagenet", imagenet16="/in16"))
     for r in figures_["Fig. 4"].rows:
         stages = [with_file.stages[s] for s in with_file.rows[r.key][1]["trainings"]]
         assert {(s.kind, s.argv[0]) for s in stages} == {("lookup", "darts_pt/nb201_lookup.py")}, r.key
+        # the benchmark is in --data, whichever folder the dataset is in
+        assert {s.argv[s.argv.index("--nb201_benchmark") + 1] for s in stages} == {
+            str(tmp_path / "NAS-Bench-201-v1_0-e61699.pth")}, r.key
 
 
 def test_darts_pt_section3_analyses_the_existing_super_nets():
