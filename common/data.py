@@ -322,7 +322,7 @@ class ImageNet16(Dataset):
     """ImageNet16-120 as NAS-Bench-201 builds it (Dong & Yang, 2020; AutoDL-Projects,
     lib/datasets/DownsampledImageNet.py): the 16x16 downsampled ImageNet of Chrabaszcz et al. (2017),
     `root`/train_data_batch_1..10 (training) or `root`/val_data (test), pickled dicts of 'data'
-    (N x 3072 uint8, channel-major 3x16x16) and 'labels' (ImageNet classes 1..1000); only the images
+    (N x 768 uint8, channel-major 3x16x16) and 'labels' (ImageNet classes 1..1000); only the images
     of classes 1..120 are kept, labelled 0..119. Items are PIL images, as torchvision's CIFAR."""
     TRAIN = tuple(f"train_data_batch_{i}" for i in range(1, 11))
     TEST = ("val_data",)
