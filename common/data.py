@@ -98,8 +98,8 @@ def is_imagenet_like(args):
 
 def image_size(args):
     """The side of the images the network sees: --image_size, else 32 (CIFAR, SVHN, synthetic), 16
-    (ImageNet16-120), 224 (the ImageNet pipeline), or, in the CIFAR pipeline of an image folder, its images' shorter side
-    rounded down to a multiple of 4."""
+    (ImageNet16-120), 224 (the ImageNet pipeline), or, in the CIFAR pipeline of an image folder, its
+    images' shorter side rounded down to a multiple of 4."""
     if getattr(args, "image_size", None):
         return args.image_size
     if is_imagenet_like(args):

@@ -76,7 +76,8 @@ def main(argv=None):
                 f"darts_pt/train.py --arch {args.arch}")
         accuracy, source = lookup(str(genotype)), str(benchmark)
     save = setup_run(args, "nb201-lookup")
-    model, size = build_network(genotype, "cifar", NB201["init_channels"], None, num_classes), image_size(args)
+    model = build_network(genotype, "cifar", NB201["init_channels"], None, num_classes)
+    size = image_size(args)  # 16 on ImageNet16-120
     summary = dict(arch=args.arch, genotype=str(genotype), dataset=args.dataset,
                    final_top1=accuracy[name], nb201_test_accuracy=accuracy,
                    evaluated_by="NAS-Bench-201 (200 epochs)", benchmark=source,

@@ -2,7 +2,8 @@
 
 Usage (run_all.sh passes its arguments here):
   python -m reproduce [--methods msg_das,entrannas,darts_pt,darts_pd,d_darts,baselines] [--data DIR]
-                      [--imagenet DIR] [--imagenet16 DIR] [--voc DIR] [--seeds "0 1"] [--out results] [--smoke | --demo] [--plan]
+                      [--imagenet DIR] [--imagenet16 DIR] [--voc DIR] [--seeds "0 1"] [--out results]
+                      [--smoke | --demo] [--plan]
                       [--gpus G | --jobs N] [--retries R]
                       [--executor slurm --partition P [--gpus_per_job G] [--time H] [--account A]]
 

@@ -398,7 +398,7 @@ EXPERIMENTS += [
 # one tuning epoch per op costs what a search epoch does (pt_cost / 50 epochs).
 
 
-def analysis(name, command, *fl, keys=("edges", "same_choice"), gpu_hours=0.0, smoke=()):
+def analysis(name, command, *fl, keys, gpu_hours=0.0, smoke=()):
     return Measure(name, "darts_pt/analysis.py", (command, *fl), inputs=(("--search_dir", "searches"),), keys=keys,
                    gpu_hours=gpu_hours, smoke=smoke)
 

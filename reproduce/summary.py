@@ -92,7 +92,8 @@ def row_results(out, parts, stages):
         steps = [s for s in parts["steps"] if s.startswith(name + "/")]
         searches.append(search_cost(out, [name, *steps], marker))
     select = read_json(out / parts["select"] / "summary.json") if parts.get("select") else None
-    measures, keys = {}, parts.get("measured")  # the numbers the row reports (Measure.keys), else all but the cost
+    # the numbers the row reports (Measure.keys); a plan.json written before rows named them: all but the cost
+    measures, keys = {}, parts.get("measured")
     for name in parts["measures"]:
         measures.update({k: v for k, v in (read_json(out / name / "summary.json") or {}).items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -281,6 +281,17 @@ def test_strength_tunes_each_candidate_op_on_the_search_split_and_resumes_exactl
     assert {p.name: p.read_bytes() for p in full.iterdir()} == written
 
 
+def test_picks_count_each_ops_wins_by_alpha_and_by_accuracy_apart():
+    """Fig. 2's numbers: per op, the edges alpha gives it and the edges the accuracy gives it, counted apart
+    (they disagree on the first edge), every candidate op listed, `none` (not a candidate) not."""
+    ops = ["none", "skip_connect", "sep_conv_3x3"]
+    results = [{"edge": 0, "ops": ops, "alpha_choice": "skip_connect", "accuracy_choice": "sep_conv_3x3"},
+               {"edge": 1, "ops": ops, "alpha_choice": "sep_conv_3x3", "accuracy_choice": "sep_conv_3x3"}]
+    assert analysis.picks(results, lambda edge: [1, 2]) == {
+        "alpha_picks_skip_connect": 1, "alpha_picks_sep_conv_3x3": 1,
+        "accuracy_picks_skip_connect": 0, "accuracy_picks_sep_conv_3x3": 2}
+
+
 def test_shuffle_measures_the_test_set_as_trained_then_after_each_draw_alone(search, tmp_path, monkeypatch):
     """Table 1 from the command line: the test split (not the search's), evaluation mode; the first
     measurement on the super-net as trained, each draw's on exactly its swapped pairs (the previous
